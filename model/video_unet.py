@@ -149,7 +149,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
     def with_conditioning(self, conditioning: str) -> "VideoUNet":
         """A copy of this model with another input conditioning, e.g. an interpolation model
         initialised from a trained base model (LaVie App. C). The new input channels start at zero."""
-        model = type(self).from_config({**self.config, "conditioning": conditioning})
+        model = type(self).from_config(_clean_config(self.config), conditioning=conditioning)
         state = self.state_dict()
         w = state["unet2d.conv_in.weight"][:, : self.unet2d.config.in_channels]
         extra = model.cond_channels
