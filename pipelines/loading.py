@@ -27,6 +27,7 @@ from .text_to_video import TextToVideoPipeline
 logger = logging.getLogger(__name__)
 
 STAGES = {"base": TextToVideoPipeline, "interp": InterpolationPipeline, "vsr": VideoSuperResolutionPipeline}
+STAGE_CONDITIONINGS = {("base", "none"), ("base", "context"), ("interp", "interpolation")}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 EXAMPLES = {"base": "CompVis/stable-diffusion-v1-4", "interp": "a folder saved by lavie-train --stage interp",
             "vsr": "stabilityai/stable-diffusion-x4-upscaler"}
@@ -82,8 +83,10 @@ def load_stage(spec: str | Path, stage: str) -> StagePipeline:
 
 def load_unet(folder: Path, stage: str) -> VideoUNet:
     """A stage's video UNet; a diffusers image UNet is inflated (base and vsr only)."""
-    class_name = json.loads((folder / "config.json").read_text()).get("_class_name")
-    if class_name == "VideoUNet" and stage != "vsr":
+    config = json.loads((folder / "config.json").read_text())
+    class_name = config.get("_class_name")
+    conditioning = config.get("conditioning", "none")
+    if class_name == "VideoUNet" and (stage, conditioning) in STAGE_CONDITIONINGS:
         return VideoUNet.from_pretrained(folder)
     if class_name == "VideoSRUNet" and stage == "vsr":
         return VideoSRUNet.from_pretrained(folder)
@@ -92,7 +95,9 @@ def load_unet(folder: Path, stage: str) -> VideoUNet:
                        stage, folder)
         video_cls = VideoSRUNet if stage == "vsr" else VideoUNet
         return video_cls.from_unet2d(UNet2DConditionModel.from_pretrained(folder))
-    expected = {"base": "VideoUNet or UNet2DConditionModel", "interp": "VideoUNet (conditioning='interpolation')",
+    if class_name == "VideoUNet":
+        class_name = f"VideoUNet with conditioning={conditioning!r}"
+    expected = {"base": "VideoUNet (conditioning 'none' or 'context') or UNet2DConditionModel", "interp": "VideoUNet (conditioning='interpolation')",
                 "vsr": "VideoSRUNet or the x4 upscaler's UNet2DConditionModel"}[stage]
     raise ModelFolderError(f"{folder}: holds a {class_name}, but the {stage} stage needs a {expected}")
 
