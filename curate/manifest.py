@@ -1,0 +1,352 @@
+"""The manifest: one Parquet dataset per stage output, one row per video, clip or image.
+
+The schema is defined here once. Every stage *adds* columns to the rows it receives and never
+drops a row: a rejected or failed clip keeps its row, with its reason, so a report can say why.
+Writes are atomic (temp file + rename), and rows are keyed by ``clip_id`` (``video_id`` for the
+``videos`` table), so a re-run skips what is done and a killed run resumes without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = b"lavie.schema_version"
+TABLE_KEY = b"lavie.table"
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+# Columns of the `videos` table (one row per discovered source file).
+VIDEO_FIELDS = [
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("size_bytes", pa.int64()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("num_frames", pa.int64()),
+    pa.field("fps", pa.float64()),
+    pa.field("fps_num", pa.int64()),
+    pa.field("fps_den", pa.int64()),
+    pa.field("width", pa.int32()),  # display size, rotation applied
+    pa.field("height", pa.int32()),
+    pa.field("rotation", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("pix_fmt", pa.string()),
+    pa.field("has_audio", pa.bool_()),
+    pa.field("vfr", pa.bool_()),
+    pa.field("category", pa.string()),
+    pa.field("num_scenes", pa.int32()),
+    pa.field("num_clips", pa.int32()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+]
+
+# Columns of the `clips` table (one row per single-scene clip, or per image for image sources).
+CLIP_FIELDS = [
+    pa.field("clip_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string()),
+    pa.field("kind", pa.string(), nullable=False),  # "video" | "image"
+    pa.field("source_path", pa.string(), nullable=False),
+    pa.field("clip_path", pa.string()),  # null: virtual clip (source + frame range)
+    pa.field("clip_index", pa.int32()),
+    pa.field("start_frame", pa.int64()),
+    pa.field("end_frame", pa.int64()),  # exclusive
+    pa.field("num_frames", pa.int64()),
+    pa.field("fps", pa.float64()),
+    pa.field("start_s", pa.float64()),
+    pa.field("end_s", pa.float64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("category", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("keep", pa.bool_()),
+    pa.field("reject_reason", pa.string()),
+]
+
+# Columns later stages add. They may be absent from a manifest written by an earlier stage, but
+# where present they must have these types.
+OPTIONAL_FIELDS = [
+    pa.field("aesthetic", pa.float64()),
+    pa.field("caption", pa.string()),
+    pa.field("caption_words", pa.int32()),
+    pa.field("category_score", pa.float64()),
+]
+
+VIDEO_SCHEMA = pa.schema(VIDEO_FIELDS)
+CLIP_SCHEMA = pa.schema(CLIP_FIELDS)
+TABLES = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
+_OPTIONAL = {f.name: f for f in OPTIONAL_FIELDS}
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read as the schema says: names the file and the column."""
+
+
+def video_id_for(path: str | os.PathLike, size_bytes: int | None) -> str:
+    """Stable id of a source file: its resolved path and size (content may be huge to hash)."""
+    key = f"{Path(path).resolve()}|{size_bytes}"
+    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def clip_id_for(video_id: str, start_frame: int, end_frame: int) -> str:
+    """Stable id of a clip: source identity + frame range."""
+    return hashlib.sha1(f"{video_id}:{start_frame}:{end_frame}".encode()).hexdigest()[:20]
+
+
+def schema_for(table: str) -> pa.Schema:
+    if table not in TABLES:
+        raise ValueError(f"unknown manifest table {table!r}; choose one of {sorted(TABLES)}")
+    return TABLES[table]
+
+
+def conform(rows: list[dict] | pa.Table, table: str) -> pa.Table:
+    """Rows (dicts or a table) as a table in the schema's column order, extra columns after.
+
+    Missing schema columns become nulls; extra columns (stage outputs) are kept with their own
+    types, except the known optional ones, which are cast to their declared type.
+    """
+    schema = schema_for(table)
+    if isinstance(rows, pa.Table):
+        tbl = rows
+    else:
+        names = list(schema.names)
+        for row in rows:
+            for key in row:
+                if key not in names:
+                    names.append(key)
+        columns = {name: [row.get(name) for row in rows] for name in names}
+        arrays, fields = [], []
+        for name, values in columns.items():
+            field = schema.field(name) if name in schema.names else _OPTIONAL.get(name)
+            typ = field.type if field is not None else None
+            arrays.append(pa.array(values, type=typ))
+            fields.append(pa.field(name, arrays[-1].type))
+        tbl = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    out_arrays, out_fields = [], []
+    for field in schema:
+        if field.name in tbl.column_names:
+            col = tbl.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+        else:
+            col = pa.nulls(tbl.num_rows, type=field.type)
+        out_arrays.append(col)
+        out_fields.append(pa.field(field.name, field.type))
+    for name in tbl.column_names:
+        if name in schema.names:
+            continue
+        col = tbl.column(name)
+        if name in _OPTIONAL and col.type != _OPTIONAL[name].type:
+            col = col.cast(_OPTIONAL[name].type)
+        out_arrays.append(col)
+        out_fields.append(pa.field(name, col.type))
+    meta = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(), TABLE_KEY: table.encode()}
+    return pa.Table.from_arrays(out_arrays, schema=pa.schema(out_fields, metadata=meta))
+
+
+def validate(tbl_schema: pa.Schema, table: str, where: str = "manifest") -> None:
+    """Raise ManifestError naming every missing or mistyped column."""
+    expected = schema_for(table)
+    problems = []
+    for field in expected:
+        if field.name not in tbl_schema.names:
+            if not field.nullable:
+                problems.append(f"missing column {field.name!r} ({field.type})")
+            continue
+        got = tbl_schema.field(field.name).type
+        if not _compatible(got, field.type):
+            problems.append(f"column {field.name!r} has type {got}, expected {field.type}")
+    for name, field in _OPTIONAL.items():
+        if name in tbl_schema.names and not _compatible(tbl_schema.field(name).type, field.type):
+            problems.append(
+                f"column {name!r} has type {tbl_schema.field(name).type}, expected {field.type}"
+            )
+    if problems:
+        raise ManifestError(f"{where} is not a valid {table!r} manifest: " + "; ".join(problems))
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    if got == want or pa.types.is_null(got):
+        return True
+    if pa.types.is_integer(want):
+        return pa.types.is_integer(got)
+    if pa.types.is_floating(want):
+        return pa.types.is_floating(got) or pa.types.is_integer(got)
+    if pa.types.is_string(want):
+        return pa.types.is_string(got) or pa.types.is_large_string(got)
+    return False
+
+
+def resolve_manifest(path: str | os.PathLike, table: str = "clips") -> Path:
+    """A stage's output folder stands for its `<table>.parquet`; a file or part folder for itself."""
+    path = Path(path)
+    if path.is_dir() and (path / f"{table}.parquet").is_file():
+        return path / f"{table}.parquet"
+    return path
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise ManifestError(f"manifest {path} does not exist")
+    # Hidden files and folders are temp files and run journals, never part of the manifest.
+    return sorted(
+        p for p in path.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+
+
+def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[str] | None = None) -> pa.Table:
+    """Read a manifest file or directory of Parquet parts, validated and conformed to the schema."""
+    path = resolve_manifest(path, table)
+    files = _parquet_files(path)
+    if not files:
+        return conform([], table)
+    parts = []
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ManifestError(f"{f} is not a readable Parquet file: {exc}") from None
+        validate(schema, table, where=str(f))
+        try:
+            tbl = pq.read_table(f, columns=columns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ManifestError(f"{f} could not be read: {exc}") from None
+        parts.append(conform(tbl, table) if columns is None else tbl)
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def iter_manifest_batches(
+    path: str | os.PathLike, table: str = "clips", batch_size: int = 65536, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a manifest in record batches (bounded memory for very large manifests)."""
+    files = _parquet_files(resolve_manifest(path, table))
+    for f in files:
+        validate(pq.read_schema(f), table, where=str(f))
+    if not files:
+        return
+    dataset = pads.dataset([str(f) for f in files], format="parquet")
+    yield from dataset.to_batches(columns=columns, batch_size=batch_size)
+
+
+def write_part(rows: list[dict] | pa.Table, out_dir: str | os.PathLike, table: str, name: str) -> Path:
+    """Write one part file atomically: a reader sees the whole part or nothing."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tbl = conform(rows, table)
+    final = out_dir / f"{name}.parquet"
+    tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
+    pq.write_table(tbl, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def write_manifest(rows: list[dict] | pa.Table, path: str | os.PathLike, table: str) -> Path:
+    """Write a whole manifest as one Parquet file, atomically."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        return write_part(rows, path, table, "part-00000")
+    return write_part(rows, path.parent, table, path.stem)
+
+
+def clean_partials(out_dir: str | os.PathLike) -> int:
+    """Remove temp files a killed run left behind; returns how many."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return 0
+    n = 0
+    for tmp in out_dir.rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def done_keys(path: str | os.PathLike, key: str) -> set[str]:
+    """Keys already written to a manifest directory (for resume)."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    keys: set[str] = set()
+    for f in _parquet_files(path):
+        keys.update(pq.read_table(f, columns=[key]).column(key).to_pylist())
+    return keys
+
+
+def dedupe(tbl: pa.Table, key: str) -> pa.Table:
+    """Keep the last row of each key (a resumed run may have re-written a part)."""
+    keys = tbl.column(key).to_pylist()
+    last = {k: i for i, k in enumerate(keys)}
+    if len(last) == len(keys):
+        return tbl
+    return tbl.take(sorted(last.values()))
+
+
+def to_rows(tbl: pa.Table) -> list[dict]:
+    return tbl.to_pylist()
+
+
+def iter_chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class PartStore:
+    """A manifest being written: atomic part files under `<out>/.parts/<table>/`.
+
+    Parts are the run's journal: a part appears whole or not at all, so the keys found in them
+    are exactly the finished rows, and a killed run resumes from there. `consolidate` writes the
+    stage's manifest (`<out>/<table>.parquet`) from all parts, one row per key.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, table: str, key: str):
+        self.out_dir = Path(out_dir)
+        self.table = table
+        self.key = key
+        self.parts_dir = self.out_dir / ".parts" / table
+        schema_for(table)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out_dir / f"{self.table}.parquet"
+
+    def part_names(self) -> set[str]:
+        if not self.parts_dir.exists():
+            return set()
+        return {p.stem for p in self.parts_dir.glob("*.parquet")}
+
+    def done(self) -> set[str]:
+        clean_partials(self.parts_dir)
+        return done_keys(self.parts_dir, self.key)
+
+    def write(self, rows: list[dict] | pa.Table, name: str | None = None) -> Path:
+        return write_part(rows, self.parts_dir, self.table, name or f"part-{uuid.uuid4().hex}")
+
+    def drop_parts_except(self, names: set[str]) -> int:
+        """Remove parts whose name is not in `names` (orphans of a killed run)."""
+        n = 0
+        for name in self.part_names() - names:
+            (self.parts_dir / f"{name}.parquet").unlink(missing_ok=True)
+            n += 1
+        return n
+
+    def consolidate(self, sort_by: list[str] | None = None) -> pa.Table:
+        tbl = read_manifest(self.parts_dir, self.table) if self.parts_dir.exists() else conform([], self.table)
+        tbl = dedupe(tbl, self.key)
+        if sort_by and tbl.num_rows:
+            tbl = tbl.sort_by([(c, "ascending") for c in sort_by])
+        write_manifest(tbl, self.manifest_path, self.table)
+        return tbl

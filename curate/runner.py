@@ -1,0 +1,137 @@
+"""The Ray runner: the one module that knows Ray.
+
+It turns a list of manifest rows into a Ray Dataset, maps a registered stage over it with
+`map_batches` (class stages run as an actor pool: the stage, and any model it loads, is built once
+per actor), and hands finished blocks back to the caller, who writes them atomically. `ray.init()`
+starts a local Ray by default; an address (`--ray-address` or `RAY_ADDRESS`) joins a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from lavie.curate.registry import get_stage
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
+    """Start (or join) Ray once per process; returns a short description of where it runs."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return "ray (already initialised)"
+    # Workers must import this package the way the driver does, also on a cluster started from
+    # another directory.
+    runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING,
+                 log_to_driver=False)
+        where = f"ray cluster at {address}"
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 logging_level=logging.WARNING, log_to_driver=False,
+                 configure_logging=True)
+        where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the CLI draws one bar per stage, in rows
+    ctx.print_on_execution_start = False
+    ctx.verbose_stats_logs = False
+    return where
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+
+
+@dataclass
+class StageSpec:
+    """How to run one stage: its registered name, its config, and its Ray resources."""
+
+    name: str
+    kwargs: dict
+    concurrency: int = 1
+    batch_size: int = 16
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+
+
+class _StageActor:
+    """Builds the stage once, then converts Arrow blocks to the stage's numpy batches and back.
+
+    Stages speak `dict[str, np.ndarray]`; Arrow on both sides keeps nulls and strings intact
+    between workers and the driver.
+    """
+
+    def __init__(self, name: str, kwargs: dict):
+        self.stage = get_stage(name)(**kwargs)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+        added = self.stage(batch)
+        out = {c: table.column(c) for c in table.column_names}
+        for key, values in added.items():
+            values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+            if len(values) != table.num_rows:
+                raise RuntimeError(
+                    f"stage {self.stage.__class__.__name__} returned {len(values)} values of "
+                    f"{key!r} for {table.num_rows} rows"
+                )
+            out[key] = pa.array(values)
+        return pa.table(out)
+
+
+def map_stage(rows: pa.Table, spec: StageSpec, rows_per_block: int | None = None) -> Iterator[pa.Table]:
+    """Run `spec` over `rows` on Ray, yielding output blocks as they finish (in any order)."""
+    import ray
+
+    if rows.num_rows == 0:
+        return
+    if rows_per_block is None:
+        rows_per_block = spec.batch_size
+    # Blocks are cut on the driver (a materialised dataset needs no read tasks), so every CPU
+    # can go to the stage's actors.
+    num_blocks = max(1, min(rows.num_rows, -(-rows.num_rows // rows_per_block)))
+    step = -(-rows.num_rows // num_blocks)
+    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+    ds = ds.map_batches(
+        _StageActor,
+        fn_constructor_kwargs={"name": spec.name, "kwargs": spec.kwargs},
+        batch_size=spec.batch_size,
+        batch_format="pyarrow",
+        concurrency=spec.concurrency,
+        num_gpus=spec.num_gpus or None,
+        num_cpus=spec.num_cpus,
+        # A worker that dies (preemption, OOM) is restarted and its batch re-run: stage
+        # outputs are keyed by clip/video id, so a retry writes the same rows.
+        max_restarts=3,
+        max_task_retries=3,
+    )
+    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        yield block
+
+
+def run_local(rows: pa.Table, spec: StageSpec) -> Iterator[pa.Table]:
+    """The same stage over the same rows in this process, batch by batch (no Ray)."""
+    actor = _StageActor(spec.name, spec.kwargs)
+    for start in range(0, rows.num_rows, spec.batch_size):
+        yield actor(rows.slice(start, spec.batch_size))

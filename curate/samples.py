@@ -1,0 +1,234 @@
+"""Reproducible raw sample videos with known cuts, made from ffmpeg's synthetic sources.
+
+Every video is several shots joined by hard cuts at known frames, and some by a dissolve or a
+fade through black. The set mixes sizes (1920x1080, 1280x720, 640x360, a portrait one), frame
+rates (24, 25, 30, 30000/1001), one file carries an audio track and one has a shot shorter than
+16 frames. The ground truth is written beside the videos as ``cuts.json``:
+
+    {"<relative path>": {"fps": "24/1", "width": .., "height": .., "num_frames": ..,
+                         "cuts": [frame, ...],              # first frame of each new hard-cut shot
+                         "gradual": [[first, last], ...],   # frames inside dissolves and fades
+                         "shots": [[start, end), ...]}}
+
+Folders are Vimeo categories, as in a raw directory organised by category.
+
+``make_bad_inputs`` writes the corpus of broken and awkward files the toolkit must survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from lavie.curate.video import ffmpeg_exe
+
+
+@dataclass
+class Shot:
+    source: str  # an ffmpeg lavfi source graph with {size} and {rate} placeholders
+    frames: int
+    into: str = "cut"  # how this shot is entered: "cut" | "dissolve" | "fade"
+    transition_frames: int = 0
+
+
+@dataclass
+class SampleVideo:
+    name: str
+    width: int
+    height: int
+    rate: str
+    shots: list[Shot]
+    audio: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+SOURCES = {
+    "testsrc2": "testsrc2=size={size}:rate={rate}",
+    "mandelbrot": "mandelbrot=size={size}:rate={rate}",
+    "life": "life=size={size}:rate={rate}:mold=10:ratio=0.2:death_color=#202080:life_color=#e0c040",
+    "cellauto": "cellauto=size={size}:rate={rate}:rule=110:random_fill_ratio=0.5:seed=7",
+    "gradients": "gradients=size={size}:rate={rate}:speed=0.02:seed=3",
+    "smptehdbars": "smptehdbars=size={size}:rate={rate}",
+    "noise_red": "color=c=#b03020:size={size}:rate={rate},noise=alls=25:allf=t+u",
+    "noise_green": "color=c=#20a040:size={size}:rate={rate},noise=alls=25:allf=t+u",
+}
+
+
+def sample_specs() -> list[SampleVideo]:
+    """The sample set. Frame counts are small so that the whole set curates in seconds."""
+    return [
+        SampleVideo(
+            "Animation/mandel_1080p_24.mp4", 1920, 1080, "24",
+            [Shot("testsrc2", 40), Shot("mandelbrot", 36), Shot("smptehdbars", 30),
+             Shot("gradients", 40, "dissolve", 8)],
+        ),
+        SampleVideo(
+            "Travel/life_720p_25.mp4", 1280, 720, "25",
+            [Shot("life", 40), Shot("gradients", 40), Shot("testsrc2", 40, "dissolve", 6),
+             Shot("noise_red", 30)],
+            audio=True,
+        ),
+        SampleVideo(
+            "Sports/bars_360p_30.mp4", 640, 360, "30",
+            [Shot("cellauto", 45), Shot("testsrc2", 45), Shot("mandelbrot", 10),
+             Shot("smptehdbars", 45)],
+        ),
+        SampleVideo(
+            "Documentary/portrait_ntsc.mp4", 720, 1280, "30000/1001",
+            [Shot("gradients", 40), Shot("noise_green", 40), Shot("testsrc2", 40, "fade", 6),
+             Shot("mandelbrot", 36)],
+        ),
+    ]
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+
+
+def _build_command(video: SampleVideo, out: Path) -> tuple[list[str], dict]:
+    rate = Fraction(video.rate)
+    size = f"{video.width}x{video.height}"
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    graph = []
+    for i, shot in enumerate(video.shots):
+        cmd += ["-f", "lavfi", "-i", SOURCES[shot.source].format(size=size, rate=video.rate)]
+        graph.append(
+            f"[{i}:v]trim=end_frame={shot.frames},setpts=PTS-STARTPTS,format=yuv420p,setsar=1,settb=AVTB[s{i}]"
+        )
+    # Join shots left to right; track where each shot starts in the output.
+    cuts, gradual, shots = [], [], []
+    length = video.shots[0].frames
+    shots.append([0, length])
+    current = "s0"
+    for i, shot in enumerate(video.shots[1:], start=1):
+        label = f"j{i}"
+        if shot.into == "cut":
+            graph.append(f"[{current}][s{i}]concat=n=2:v=1:a=0,settb=AVTB[{label}]")
+            cuts.append(length)
+            shots.append([length, length + shot.frames])
+            length += shot.frames
+        elif shot.into == "dissolve":
+            k = shot.transition_frames
+            offset = float(Fraction(length - k) / rate)
+            duration = float(Fraction(k) / rate)
+            graph.append(
+                f"[{current}][s{i}]xfade=transition=dissolve:duration={duration:.6f}:offset={offset:.6f},settb=AVTB[{label}]"
+            )
+            gradual.append([length - k, length - 1])
+            shots.append([length - k, length - k + shot.frames])
+            length += shot.frames - k
+        elif shot.into == "fade":
+            k = shot.transition_frames
+            dur = float(Fraction(k) / rate)
+            # The previous shot fades out over its last k frames, this one fades in over k.
+            graph.append(f"[{current}]fade=t=out:st={float(Fraction(length - k) / rate):.6f}:d={dur:.6f}[fo{i}]")
+            graph.append(f"[s{i}]fade=t=in:st=0:d={dur:.6f}[fi{i}]")
+            graph.append(f"[fo{i}][fi{i}]concat=n=2:v=1:a=0,settb=AVTB[{label}]")
+            gradual.append([length - k, length + k - 1])
+            shots.append([length, length + shot.frames])
+            length += shot.frames
+        else:
+            raise ValueError(f"unknown transition {shot.into!r}; choose cut, dissolve or fade")
+        current = label
+    graph.append(f"[{current}]null[v]")
+    if video.audio:
+        seconds = float(Fraction(length) / rate)
+        cmd += ["-f", "lavfi", "-t", f"{seconds:.3f}", "-i", "sine=frequency=440:sample_rate=44100"]
+    cmd += ["-filter_complex", ";".join(graph), "-map", "[v]"]
+    if video.audio:
+        cmd += ["-map", f"{len(video.shots)}:a", "-c:a", "aac", "-b:a", "64k"]
+    cmd += [
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+        "-r", video.rate, "-frames:v", str(length), "-movflags", "+faststart", str(out),
+    ]
+    truth = {
+        "fps": f"{rate.numerator}/{rate.denominator}", "width": video.width, "height": video.height,
+        "num_frames": length, "cuts": cuts, "gradual": gradual, "shots": shots,
+        "audio": video.audio,
+    }
+    return cmd, truth
+
+
+def make_samples(out_dir: str | os.PathLike, bad: bool = False) -> dict:
+    """Write the sample videos (and with `bad`, the bad-input corpus) and `cuts.json`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth = {}
+    for video in sample_specs():
+        path = out_dir / video.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cmd, truth[video.name] = _build_command(video, path)
+        if not path.exists() or path.stat().st_size == 0:
+            tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+            _run(cmd[:-1] + [str(tmp)])
+            os.replace(tmp, path)
+    with open(out_dir / "cuts.json", "w") as fh:
+        json.dump(truth, fh, indent=2, sort_keys=True)
+    if bad:
+        make_bad_inputs(out_dir / "bad")
+    return truth
+
+
+def make_bad_inputs(out_dir: str | os.PathLike) -> dict[str, str]:
+    """The files a curation run must survive, with what each should become.
+
+    Returns `{relative name: expectation}` where the expectation is "error" (a `videos` row with
+    status error) or "ok" (awkward but valid: its clips must come out right).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ff = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
+    expect = {}
+
+    (out_dir / "zero_bytes.mp4").write_bytes(b"")
+    expect["zero_bytes.mp4"] = "error"
+    (out_dir / "not_a_video.mp4").write_text("this is a text file with a video extension\n" * 20)
+    expect["not_a_video.mp4"] = "error"
+
+    good = out_dir / ".source.mp4"
+    _run(ff + ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-frames:v", "50",
+               "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(good)])
+    data = good.read_bytes()
+    # Cut in the middle of the media data: the index (at the end, no faststart) is lost.
+    (out_dir / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    expect["truncated.mp4"] = "error"
+
+    _run(ff + ["-f", "lavfi", "-i", "sine=frequency=330:duration=2", "-c:a", "aac",
+               str(out_dir / "audio_only.mp4")])
+    expect["audio_only.mp4"] = "error"
+
+    # Rotated: stored 320x192, displayed 192x320 (a phone video held upright).
+    stored = out_dir / ".rotated_src.mp4"
+    _run(ff + ["-f", "lavfi", "-i", "testsrc2=size=320x192:rate=25", "-frames:v", "40",
+               "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(stored)])
+    _run(ff + ["-display_rotation", "90", "-i", str(stored), "-c", "copy",
+               str(out_dir / "rotated.mp4")])
+    stored.unlink()
+    expect["rotated.mp4"] = "ok"
+
+    # Variable frame rate: 30 fps with 3 of every 10 frames dropped, timestamps kept.
+    _run(ff + ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-frames:v", "90",
+               "-vf", "select='lt(mod(n\\,10)\\,7)'", "-fps_mode", "vfr",
+               "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+               str(out_dir / "vfr.mp4")])
+    expect["vfr.mp4"] = "ok"
+
+    odd = out_dir / "clip with spaces – ñandú 日本.mp4"
+    odd.write_bytes(data)
+    expect[odd.name] = "ok"
+    good.unlink()
+
+    # Unreadable: a dangling link reads as a missing file even for root; a mode-000 file too
+    # for anyone else.
+    link = out_dir / "dangling_link.mp4"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(out_dir / "does-not-exist.mp4")
+    expect["dangling_link.mp4"] = "error"
+    return expect

@@ -1,0 +1,158 @@
+"""Video decoding and ffmpeg access shared by curation and training.
+
+Decoding goes through PyAV (FFmpeg's libraries in-process); cutting and encoding go through the
+``ffmpeg`` program: the system one when it is on PATH, else the binary shipped in the
+``imageio-ffmpeg`` wheel, so ``pip install`` alone gives a working toolkit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg program: $LAVIE_FFMPEG, the system ffmpeg, or imageio-ffmpeg's."""
+    env = os.environ.get("LAVIE_FFMPEG")
+    if env:
+        return env
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    try:
+        import imageio_ffmpeg
+    except ImportError:  # pragma: no cover - imageio-ffmpeg is a dependency
+        raise RuntimeError(
+            "ffmpeg not found: install it on PATH, set LAVIE_FFMPEG, or pip install imageio-ffmpeg"
+        ) from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
+    """Size with width near `target_width`, aspect kept, both even and >= 2 (never upscaled)."""
+    if width <= target_width:
+        return width - width % 2 or 2, height - height % 2 or 2
+    scale = target_width / width
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+def open_video(path: str | os.PathLike, threads: bool = True) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """Open a file's first video stream for decoding; raises ValueError when it has none."""
+    container = av.open(str(path), metadata_errors="ignore")
+    if not container.streams.video:
+        container.close()
+        raise ValueError("no video stream (audio-only or not a video file)")
+    stream = container.streams.video[0]
+    if threads:
+        # Frame + slice threading: decoding is the bottleneck of scene detection.
+        stream.thread_type = "AUTO"
+    return container, stream
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    fmt: str = "rgb24",
+    start_frame: int = 0,
+    end_frame: int | None = None,
+    seek: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield `(frame_index, image)` for frames `[start_frame, end_frame)` in decode order.
+
+    Frames are converted and scaled by FFmpeg's swscale straight from the decoder's planes
+    (`size` is `(width, height)`), so a full-resolution RGB copy is never made. Frame indices
+    count decoded frames from the start of the stream, which is what scene detection and the
+    manifests use; with `seek`, decoding starts at the key frame before `start_frame` (located
+    through the stream's time base and fps) and indices are recovered from presentation times.
+    """
+    container, stream = open_video(path)
+    try:
+        index = 0
+        fps = stream.guessed_rate or stream.average_rate
+        if seek and start_frame > 0 and fps:
+            # Seek a little before the target so that rounding of timestamps cannot skip it.
+            target_s = max(0.0, (start_frame - 2) / float(fps))
+            base = stream.start_time or 0
+            offset = base + int(target_s / float(stream.time_base))
+            container.seek(offset, stream=stream, backward=True, any_frame=False)
+            index = None
+        for frame in container.decode(stream):
+            if index is None:
+                # Position after a seek: from the frame's presentation time.
+                t = float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+                index = int(round(t * float(fps)))
+            if index >= start_frame:
+                if end_frame is not None and index >= end_frame:
+                    break
+                if size is not None:
+                    img = frame.to_ndarray(width=size[0], height=size[1], format=fmt)
+                else:
+                    img = frame.to_ndarray(format=fmt)
+                yield index, img
+            index += 1
+    finally:
+        container.close()
+
+
+def read_frames(
+    path: str | os.PathLike,
+    indices: list[int] | np.ndarray,
+    size: tuple[int, int] | None = None,
+    fmt: str = "rgb24",
+) -> np.ndarray:
+    """Decode only the frames at `indices` (sorted or not): `(len(indices), H, W, 3)` uint8.
+
+    Decoding starts at the key frame before the first wanted frame and stops after the last one.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        raise ValueError("read_frames needs at least one frame index")
+    got: dict[int, np.ndarray] = {}
+    for index, img in iter_frames(path, size, fmt, start_frame=wanted[0], end_frame=wanted[-1] + 1):
+        if index in wanted:
+            got[index] = img
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise ValueError(f"{path}: frames {missing[:5]} could not be decoded (file shorter than its manifest says?)")
+    return np.stack([got[int(i)] for i in indices])
+
+
+def as_fraction(rate) -> Fraction | None:
+    if rate is None:
+        return None
+    frac = Fraction(rate).limit_denominator(1001 * 1000)
+    return frac if frac > 0 else None
+
+
+def display_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) a player shows: rotation applied."""
+    container, stream = open_video(path, threads=False)
+    try:
+        frame = next(container.decode(stream))
+        w, h = frame.width, frame.height
+        if int(round(frame.rotation or 0)) % 180 != 0:
+            w, h = h, w
+        return w, h
+    finally:
+        container.close()
+
+
+def is_writable_dir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,1 @@
+"""LaVie toolkit: video corpus curation and cascaded video latent diffusion training."""
