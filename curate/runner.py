@@ -118,13 +118,12 @@ def map_stage(rows: pa.Table, spec: StageSpec, rows_per_block: int | None = None
         fn_constructor_kwargs={"name": spec.name, "kwargs": spec.kwargs},
         batch_size=spec.batch_size,
         batch_format="pyarrow",
-        concurrency=spec.concurrency,
+        # A fixed pool: each actor builds the stage (and loads its model) once. Ray Data
+        # restarts an actor that dies (preemption, OOM) and re-runs its batch; stage outputs
+        # are keyed by clip/video id, so a retry writes the same rows.
+        compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
         num_gpus=spec.num_gpus or None,
         num_cpus=spec.num_cpus,
-        # A worker that dies (preemption, OOM) is restarted and its batch re-run: stage
-        # outputs are keyed by clip/video id, so a retry writes the same rows.
-        max_restarts=3,
-        max_task_retries=3,
     )
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         yield block

@@ -156,3 +156,31 @@ def is_writable_dir(path: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def frame_positions(num_frames: int, k: int) -> list[int]:
+    """k frame offsets spread over a clip: first, middle, last for k=3 (evenly spaced)."""
+    if num_frames <= 0:
+        raise ValueError("clip has no frames")
+    if k <= 1:
+        return [num_frames // 2]
+    return sorted({round(i * (num_frames - 1) / (k - 1)) for i in range(k)})
+
+
+def clip_frames(
+    source_path: str,
+    clip_path: str | None,
+    start_frame: int,
+    num_frames: int,
+    k: int,
+    size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """k RGB frames of a manifest clip, `(k', H, W, 3)` uint8 (k' <= k for very short clips).
+
+    Reads the clip file when it was cut, else the source over the clip's frame range (a virtual
+    clip). Only the frames needed are decoded.
+    """
+    offsets = frame_positions(int(num_frames), k)
+    if clip_path:
+        return read_frames(clip_path, offsets, size=size)
+    return read_frames(source_path, [int(start_frame) + o for o in offsets], size=size)

@@ -1,0 +1,39 @@
+"""Shared fixtures: generated sample videos and one scenes run over them, made once a session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def samples_dir(tmp_path_factory) -> Path:
+    """The `lavie-curate samples` set with its bad-input corpus under bad/."""
+    from lavie.curate.samples import make_samples
+
+    root = tmp_path_factory.mktemp("raw")
+    make_samples(root, bad=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cuts_truth(samples_dir) -> dict:
+    return json.loads((samples_dir / "cuts.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def scenes_out(samples_dir, tmp_path_factory) -> Path:
+    """One uninterrupted `scenes` run over the samples (clip files re-encoded)."""
+    from lavie.curate.config import CurateConfig
+    from lavie.curate.jobs import run_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    run_scenes(samples_dir, out, CurateConfig(), progress=False)
+    return out
