@@ -25,7 +25,8 @@ class FrameLayout:
 
     One instance is shared by all temporal layers of a model; `VideoUNet.forward` sets it before the
     spatial UNet runs, because diffusers' blocks call resnets and transformer blocks with a fixed
-    signature that has no place for the frame count.
+    signature that has no place for the frame count. Under gradient checkpointing the recomputation
+    in backward reads it again, so run backward before the next forward with another frame count.
     """
 
     num_frames: int = 1

@@ -204,7 +204,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         # 3. frames into the batch: spatial layers see (B*T, C, H, W)
         x = sample.transpose(1, 2).flatten(0, 1)  # (B*T, C, H, W)
         timestep = torch.as_tensor(timestep, device=sample.device)
-        timestep = timestep.expand(b) if timestep.ndim == 0 else timestep
+        timestep = timestep.reshape(1).expand(b) if timestep.numel() == 1 else timestep  # (B,)
         timestep = timestep.repeat_interleave(t)  # (B*T,)
         if encoder_hidden_states.ndim == 3:
             context = encoder_hidden_states.repeat_interleave(t, dim=0)  # (B*T, L, D)
