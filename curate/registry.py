@@ -45,4 +45,4 @@ def _load_builtin_stages() -> None:
         importlib.import_module(module)
 
 
-_BUILTIN_MODULES = ["lavie.curate.scenes", "lavie.curate.filters"]
+_BUILTIN_MODULES = ["lavie.curate.scenes", "lavie.curate.filters", "lavie.curate.aesthetic", "lavie.curate.category", "lavie.curate.caption"]
