@@ -67,7 +67,68 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--copy", action="store_true", help="cut by stream copy (fast, key-frame aligned)")
     mode.add_argument("--virtual", action="store_true", help="write no clip files: clips are source + frame range")
     _add_common(p)
+
+    p = sub.add_parser("filter", help="resolution / aspect / length / aesthetic / caption-length filters",
+                       description="Apply the cheap filters (resolution: short side >= 720, aspect, "
+                                   "frames >= 16, duration, caption words >= 3 where captions exist), "
+                                   "then score the survivors with the LAION aesthetic predictor and "
+                                   "apply the aesthetic threshold. Rejected clips keep their rows with "
+                                   "keep=false and reject_reason. Writes OUT/clips.parquet.")
+    p.add_argument("manifest", type=Path, help="clips manifest (a stage's output folder or a .parquet)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
+    p.add_argument("--min-short-side", type=int, help="resolution filter (default 720; portrait aware)")
+    p.add_argument("--min-frames", type=int, help="length filter in frames (default 16)")
+    p.add_argument("--min-aesthetic", type=float, help="aesthetic score threshold (default 4.0)")
+    p.add_argument("--min-caption-words", type=int, help="caption length filter (default 3)")
+    p.add_argument("--no-aesthetic", action="store_true", help="cheap filters only: no aesthetic model")
+    _add_common(p)
+
+    p = sub.add_parser("caption", help="caption clips with a vision-language model",
+                       description="Caption each kept clip from sampled frames with a VLM "
+                                   "(transformers; Qwen2.5-VL or SmolVLM2), then drop captions shorter "
+                                   "than --min-caption-words. Writes caption and caption_words.")
+    p.add_argument("manifest", type=Path, help="clips manifest (a stage's output folder or a .parquet)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
+    p.add_argument("--model", help="hub id or local folder of the captioning model")
+    p.add_argument("--min-caption-words", type=int, help="caption length filter (default 3)")
+    _add_common(p)
+
+    p = sub.add_parser("report", help="dataset statistics as HTML, PNG charts and JSON",
+                       description="Statistics of one or more clips manifests, side by side (LaVie "
+                                   "App. B): categories, clip durations, caption lengths, aesthetic "
+                                   "buckets, resolutions, the filter funnel and totals.")
+    p.add_argument("manifests", type=Path, nargs="+", help="clips manifests to compare")
+    p.add_argument("-o", "--out", type=Path, required=True, help="report folder")
+    p.add_argument("--names", help="comma-separated names for the manifests (default: folder names)")
+
+    p = sub.add_parser("import", help="bring WebVid-style or LAION-style corpora into a manifest",
+                       description="Turn an existing corpus into a clips manifest of this toolkit's "
+                                   "schema so the trainer can mix it with curated clips.")
+    p.add_argument("format", choices=["webvid", "laion"], help="webvid: video CSV; laion: image Parquet")
+    p.add_argument("source", type=Path, help="the CSV (webvid) or Parquet (laion) file")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output manifest folder")
+    p.add_argument("--root", type=Path, help="folder the local videos / images live under")
+    p.add_argument("--probe", action="store_true", help="probe each video for fps, frames and size")
+
+    p = sub.add_parser("run", help="the whole recipe: scenes, filters, aesthetic, captions, report",
+                       description="scenes -> cheap filters -> aesthetic (+ category) -> captions -> "
+                                   "caption filter -> report, cheapest first so the models see only "
+                                   "survivors. Each stage keeps its manifest under OUT/<stage>/ and "
+                                   "resumes. A stage whose model is missing is skipped with the reason.")
+    p.add_argument("raw_dir", type=Path, help="folder of raw videos (searched recursively)")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
+    _add_common(p)
     return parser
+
+
+def _config(args: argparse.Namespace, flag_keys: dict[str, str]) -> CurateConfig:
+    overrides = list(args.overrides)
+    flag_keys = {**flag_keys, "ray_address": "distribution.ray_address", "workers": "distribution.workers"}
+    for attr, key in flag_keys.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(CurateConfig, args.config, overrides)
 
 
 def _scenes_config(args: argparse.Namespace) -> CurateConfig:
@@ -128,7 +189,94 @@ def cmd_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"samples": cmd_samples, "scenes": cmd_scenes}
+def _check_manifest_io(manifest: Path, out_dir: Path) -> None:
+    from lavie.curate.video import is_writable_dir
+
+    if not manifest.exists():
+        raise UsageError(f"manifest {manifest} does not exist")
+    if not is_writable_dir(out_dir):
+        raise UsageError(f"output folder {out_dir} cannot be created or written to")
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    from lavie.curate.jobs import CHEAP_FILTERS, ModelMissing, aesthetic_specs, filter_spec, run_clip_stages
+
+    config = _config(args, {
+        "min_short_side": "filter.min_short_side", "min_frames": "filter.min_frames",
+        "min_aesthetic": "filter.min_aesthetic", "min_caption_words": "filter.min_caption_words",
+    })
+    _check_manifest_io(args.manifest, args.out)
+    specs = [filter_spec(config, CHEAP_FILTERS)]
+    if not args.no_aesthetic and config.aesthetic.enabled:
+        try:
+            specs += aesthetic_specs(config)
+        except ModelMissing as exc:
+            raise UsageError(f"{exc} (or pass --no-aesthetic to run the cheap filters only)") from None
+    summary = run_clip_stages(args.manifest, args.out, specs, config, "filter", not args.no_progress)
+    print(summary.line())
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from lavie.curate.jobs import ModelMissing, caption_specs, run_clip_stages
+
+    config = _config(args, {"model": "caption.model", "min_caption_words": "filter.min_caption_words"})
+    _check_manifest_io(args.manifest, args.out)
+    try:
+        specs = caption_specs(config)
+    except ModelMissing as exc:
+        raise UsageError(str(exc)) from None
+    summary = run_clip_stages(args.manifest, args.out, specs, config, "caption", not args.no_progress)
+    print(summary.line())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lavie.curate.report import build_report
+
+    for m in args.manifests:
+        if not m.exists():
+            raise UsageError(f"manifest {m} does not exist")
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    if names is not None and len(names) != len(args.manifests):
+        raise UsageError(f"--names gives {len(names)} names for {len(args.manifests)} manifests")
+    if not _writable(args.out):
+        raise UsageError(f"output folder {args.out} cannot be created or written to")
+    build_report(args.manifests, names, args.out)
+    print(f"report: {args.out}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from lavie.curate import importers
+
+    if not args.source.is_file():
+        raise UsageError(f"{args.source} does not exist or is not a file")
+    if not _writable(args.out):
+        raise UsageError(f"output folder {args.out} cannot be created or written to")
+    if args.format == "webvid":
+        result = importers.import_webvid(args.source, args.out, video_root=args.root, probe=args.probe)
+    else:
+        result = importers.import_laion(args.source, args.out, image_root=args.root)
+    print(f"import {args.format}: {result}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from lavie.curate.jobs import run_recipe
+
+    config = _config(args, {})
+    _check_dirs(args.raw_dir, args.out)
+    result = run_recipe(args.raw_dir, args.out, config, progress=not args.no_progress)
+    for stage, why in result.skipped.items():
+        print(f"not run: {stage}: {why}")
+    return 0
+
+
+COMMANDS = {
+    "samples": cmd_samples, "scenes": cmd_scenes, "filter": cmd_filter, "caption": cmd_caption,
+    "report": cmd_report, "import": cmd_import, "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from lavie.curate.filters import FilterConfig  # the filter section is defined with its filters
+
 T = TypeVar("T")
 
 VIDEO_EXTENSIONS = [".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"]
@@ -146,6 +148,43 @@ class ScenesConfig:
 
 
 @dataclass
+class AestheticConfig:
+    """LAION aesthetic predictor (open_clip ViT-L/14 + MLP head); unset values: the stage's defaults."""
+
+    enabled: bool = True
+    head: str | None = None  # head file: local .pth/.safetensors path or "org/repo/file" on the hub
+    clip_model: str | None = None  # open_clip architecture (ViT-L-14)
+    clip_pretrained: str | None = None  # open_clip weights tag (openai) or a local checkpoint file
+    frames: int | None = None  # frames scored per clip (3: first, middle, last)
+    reduce: str | None = None  # mean | min over frames
+    batch_size: int = 16
+    workers: int = 1  # actors, each with its own model
+    category: bool = True  # zero-shot Vimeo category with the same CLIP model (for the report)
+
+
+@dataclass
+class CaptionConfig:
+    """VLM captioning through transformers; unset values: the stage's defaults."""
+
+    enabled: bool = True
+    model: str | None = None  # hub id or local folder of a Qwen2.5-VL or SmolVLM2 checkpoint
+    frames: int | None = None  # frames sampled per clip
+    prompt: str | None = None
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None  # greedy by default
+    seed: int | None = None
+    frame_size: int | None = None  # long side frames are decoded at
+    frames_as: str | None = None  # video | images: how frames reach the processor
+    batch_size: int = 8
+    workers: int = 1
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True
+
+
+@dataclass
 class DistributionConfig:
     ray_address: str | None = None  # also RAY_ADDRESS; unset: a local Ray
     workers: int | None = None  # parallel workers per CPU stage; unset: one per CPU
@@ -156,4 +195,17 @@ class DistributionConfig:
 class CurateConfig:
     input: InputConfig = field(default_factory=InputConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
+
+
+def stage_kwargs(section) -> dict:
+    """A model section's values for its stage: the set ones, without the run-level keys."""
+    skip = {"enabled", "workers", "category"}
+    values = {k: v for k, v in dataclasses.asdict(section).items() if k not in skip and v is not None}
+    if isinstance(section, AestheticConfig):
+        values.pop("batch_size", None)
+    return values

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from lavie.curate import runner
 from lavie.curate.config import CurateConfig, save_config
-from lavie.curate.manifest import STATUS_ERROR, PartStore, video_id_for
+from lavie.curate.manifest import STATUS_ERROR, PartStore, read_manifest, video_id_for
 
 SUMMARY_FILE = "summary.json"
 
@@ -175,3 +175,197 @@ def _summarise(vt: pa.Table, ct: pa.Table, skipped: int, seconds: float) -> Scen
         seconds=seconds,
     )
 
+
+
+@dataclass
+class StageSummary:
+    stage: str
+    rows: int
+    kept: int
+    rejected: dict
+    errors: int
+    skipped_done: int
+    seconds: float
+
+    def line(self) -> str:
+        removed = ", ".join(f"{k}: {v}" for k, v in sorted(self.rejected.items())) or "none"
+        return (
+            f"{self.stage}: {self.rows} clips, {self.kept} kept; rejected by {removed}; "
+            f"{self.errors} errors; {self.skipped_done} already done; {self.seconds:.1f} s"
+        )
+
+
+def run_clip_stages(
+    in_manifest: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    specs: list[runner.StageSpec],
+    config,
+    label: str,
+    progress: bool = True,
+) -> StageSummary:
+    """Run a chain of clip stages over a clips manifest into `out_dir`; resumable by clip id.
+
+    Every input row comes out, rejected and failed ones included; stages pass rows that are
+    not kept through untouched, so expensive models only see survivors.
+    """
+    started = time.time()
+    out_dir = Path(out_dir)
+    store = PartStore(out_dir, "clips", "clip_id")
+    save_config(config, out_dir / "config.yaml")
+    rows = read_manifest(in_manifest, "clips")
+    done = store.done()
+    if done:
+        import pyarrow.compute as pc
+
+        mask = pc.invert(pc.is_in(rows.column("clip_id"), value_set=pa.array(sorted(done), pa.string())))
+        todo = rows.filter(mask)
+    else:
+        todo = rows
+    if todo.num_rows and specs:
+        runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
+        bar = tqdm(total=todo.num_rows, unit="clip", desc=label, disable=not progress)
+        try:
+            for block in runner.map_stages(todo, specs):
+                store.write(block)
+                bar.update(block.num_rows)
+        finally:
+            bar.close()
+    elif todo.num_rows:
+        store.write(todo)
+    missing = set(todo.column("clip_id").to_pylist()) - store.done()
+    if missing:
+        raise RuntimeError(f"{len(missing)} clips produced no row; re-run to resume")
+    table = store.consolidate(sort_by=["source_path", "start_frame"])
+    summary = summarise_clips(table, label, rows.num_rows - todo.num_rows, time.time() - started)
+    with open(out_dir / SUMMARY_FILE, "w") as fh:
+        json.dump(asdict(summary), fh, indent=2)
+    return summary
+
+
+def summarise_clips(table: pa.Table, label: str, skipped: int, seconds: float) -> StageSummary:
+    keep = table.column("keep").to_pylist()
+    status = table.column("status").to_pylist()
+    reasons: dict[str, int] = {}
+    for k, st, reason in zip(keep, status, table.column("reject_reason").to_pylist()):
+        if st != STATUS_ERROR and not k and reason:
+            kind = reason.split(":", 1)[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+    return StageSummary(
+        stage=label, rows=table.num_rows,
+        kept=sum(bool(k) and st != STATUS_ERROR for k, st in zip(keep, status)),
+        rejected=reasons, errors=sum(st == STATUS_ERROR for st in status),
+        skipped_done=skipped, seconds=seconds,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The Vimeo25M recipe (LaVie §4.1): cheap filters first, then the models on the survivors only.
+
+CHEAP_FILTERS = ["resolution", "aspect", "frames", "duration", "caption_words"]
+
+
+class ModelMissing(RuntimeError):
+    """A stage's model is not available locally: says which and how to supply it."""
+
+
+def filter_spec(config: CurateConfig, filters: list[str]) -> runner.StageSpec:
+    return runner.StageSpec(
+        name="filter", kwargs=config.filter.stage_kwargs(filters),
+        concurrency=1, batch_size=4096, num_cpus=0.25,
+    )
+
+
+def _model_spec(name: str, kwargs: dict, section) -> runner.StageSpec:
+    gpu = runner.cuda_available()
+    return runner.StageSpec(
+        name=name, kwargs=kwargs, concurrency=max(1, section.workers),
+        batch_size=section.batch_size, num_gpus=1.0 if gpu else 0.0, num_cpus=1.0,
+    )
+
+
+def model_available(name: str, kwargs: dict) -> str | None:
+    """Why stage `name` cannot load its model here, or None (checked without loading it)."""
+    from lavie.curate.registry import get_stage
+
+    return get_stage(name).check_available(**kwargs)
+
+
+def aesthetic_specs(config: CurateConfig) -> list[runner.StageSpec]:
+    """Aesthetic scoring, the aesthetic threshold, and the zero-shot category for the report."""
+    from lavie.curate.config import stage_kwargs
+
+    kwargs = stage_kwargs(config.aesthetic)
+    reason = model_available("aesthetic", kwargs)
+    if reason:
+        raise ModelMissing(reason)
+    specs = [_model_spec("aesthetic", kwargs, config.aesthetic), filter_spec(config, ["aesthetic"])]
+    if config.aesthetic.category:
+        clip_kwargs = {k: kwargs[k] for k in ("clip_model", "clip_pretrained", "frames") if k in kwargs}
+        specs.append(_model_spec("category", clip_kwargs, config.aesthetic))
+    return specs
+
+
+def caption_specs(config: CurateConfig) -> list[runner.StageSpec]:
+    """VLM captions, then the caption-length filter (LaVie §4.1: fewer than three words out)."""
+    from lavie.curate.config import stage_kwargs
+
+    kwargs = stage_kwargs(config.caption)
+    reason = model_available("caption", kwargs)
+    if reason:
+        raise ModelMissing(reason)
+    return [_model_spec("caption", kwargs, config.caption), filter_spec(config, ["caption_words"])]
+
+
+@dataclass
+class RunResult:
+    stages: dict  # stage -> output folder
+    summaries: list
+    skipped: dict  # stage -> why it did not run (a missing model)
+    report: Path | None
+
+
+def run_recipe(raw_dir, out_dir, config: CurateConfig, progress: bool = True, log=print) -> RunResult:
+    """scenes -> cheap filters -> aesthetic (+category) -> captions -> caption filter -> report.
+
+    Each stage keeps its manifest in its own folder under `out_dir` and resumes when re-run. A
+    stage whose model is missing is skipped with the reason (which model, how to supply it), and
+    the stages that need no model still run.
+    """
+    out_dir = Path(out_dir)
+    stages, summaries, skipped = {}, [], {}
+    save_config(config, out_dir / "config.yaml")
+
+    stages["scenes"] = out_dir / "scenes"
+    summary = run_scenes(raw_dir, stages["scenes"], config, progress)
+    summaries.append(summary)
+    log(summary.line())
+
+    current = stages["scenes"]
+    steps = [("filtered", lambda: [filter_spec(config, CHEAP_FILTERS)], True)]
+    steps.append(("aesthetic", lambda: aesthetic_specs(config), config.aesthetic.enabled))
+    steps.append(("captioned", lambda: caption_specs(config), config.caption.enabled))
+    for name, make_specs, enabled in steps:
+        if not enabled:
+            skipped[name] = "disabled in the config"
+            continue
+        try:
+            specs = make_specs()
+        except ModelMissing as exc:
+            skipped[name] = str(exc)
+            log(f"{name}: skipped: {exc}")
+            continue
+        stages[name] = out_dir / name
+        summary = run_clip_stages(current, stages[name], specs, config, name, progress)
+        summaries.append(summary)
+        log(summary.line())
+        current = stages[name]
+
+    report = None
+    if config.report.enabled:
+        from lavie.curate.report import build_report
+
+        report = out_dir / "report"
+        names = list(stages)
+        build_report([stages[n] for n in names], names, report)
+        log(f"report: {report / 'index.html'}")
+    return RunResult(stages, summaries, skipped, report)

@@ -26,6 +26,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
+    # Ray's C++ core logs advisory messages at error level on the driver's stderr; stage
+    # failures reach us as exceptions and error rows, so keep the console for the progress bar.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if ray.is_initialized():
         return "ray (already initialised)"
     # Workers must import this package the way the driver does, also on a cluster started from
@@ -100,37 +103,51 @@ class _StageActor:
         return pa.table(out)
 
 
-def map_stage(rows: pa.Table, spec: StageSpec, rows_per_block: int | None = None) -> Iterator[pa.Table]:
-    """Run `spec` over `rows` on Ray, yielding output blocks as they finish (in any order)."""
+def map_stages(rows: pa.Table, specs: list[StageSpec], rows_per_block: int | None = None) -> Iterator[pa.Table]:
+    """Run `specs` in a chain over `rows` on Ray, yielding finished blocks (in any order).
+
+    The chain is one lazy Ray Data pipeline: a block leaves the cheap stages and goes straight
+    on to the model stages, so every stage runs at once on different blocks.
+    """
     import ray
 
-    if rows.num_rows == 0:
+    if rows.num_rows == 0 or not specs:
         return
     if rows_per_block is None:
-        rows_per_block = spec.batch_size
+        rows_per_block = specs[0].batch_size
     # Blocks are cut on the driver (a materialised dataset needs no read tasks), so every CPU
-    # can go to the stage's actors.
+    # can go to the stages' actors.
     num_blocks = max(1, min(rows.num_rows, -(-rows.num_rows // rows_per_block)))
     step = -(-rows.num_rows // num_blocks)
     ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
-    ds = ds.map_batches(
-        _StageActor,
-        fn_constructor_kwargs={"name": spec.name, "kwargs": spec.kwargs},
-        batch_size=spec.batch_size,
-        batch_format="pyarrow",
-        # A fixed pool: each actor builds the stage (and loads its model) once. Ray Data
-        # restarts an actor that dies (preemption, OOM) and re-runs its batch; stage outputs
-        # are keyed by clip/video id, so a retry writes the same rows.
-        compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
-        num_gpus=spec.num_gpus or None,
-        num_cpus=spec.num_cpus,
-    )
+    for spec in specs:
+        ds = ds.map_batches(
+            _StageActor,
+            fn_constructor_kwargs={"name": spec.name, "kwargs": spec.kwargs},
+            batch_size=spec.batch_size,
+            batch_format="pyarrow",
+            # A fixed pool: each actor builds the stage (and loads its model) once. Ray Data
+            # restarts an actor that dies (preemption, OOM) and re-runs its batch; stage
+            # outputs are keyed by clip/video id, so a retry writes the same rows.
+            compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
+            num_gpus=spec.num_gpus or None,
+            num_cpus=spec.num_cpus,
+        )
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
         yield block
 
 
-def run_local(rows: pa.Table, spec: StageSpec) -> Iterator[pa.Table]:
-    """The same stage over the same rows in this process, batch by batch (no Ray)."""
-    actor = _StageActor(spec.name, spec.kwargs)
-    for start in range(0, rows.num_rows, spec.batch_size):
-        yield actor(rows.slice(start, spec.batch_size))
+def map_stage(rows: pa.Table, spec: StageSpec, rows_per_block: int | None = None) -> Iterator[pa.Table]:
+    """One stage over `rows` on Ray (see `map_stages`)."""
+    yield from map_stages(rows, [spec], rows_per_block)
+
+
+def run_local(rows: pa.Table, spec: StageSpec | list[StageSpec]) -> Iterator[pa.Table]:
+    """The same stages over the same rows in this process, batch by batch (no Ray)."""
+    specs = spec if isinstance(spec, list) else [spec]
+    actors = [_StageActor(s.name, s.kwargs) for s in specs]
+    for start in range(0, rows.num_rows, specs[0].batch_size):
+        block = rows.slice(start, specs[0].batch_size)
+        for actor in actors:
+            block = actor(block)
+        yield block
