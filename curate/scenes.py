@@ -27,7 +27,7 @@ from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
 from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
-from lavie.curate.video import ffmpeg_exe, iter_frames, scaled_size
+from lavie.curate.video import ffmpeg_exe, iter_frames, prefetch, scaled_size
 
 DETECTORS = ("adaptive", "content")
 CUT_MODES = ("reencode", "copy", "virtual")
@@ -41,6 +41,7 @@ class DetectConfig:
     min_content_val: float = 15.0  # adaptive only
     window_width: int = 2  # adaptive only
     downscale_width: int = 256  # decode width for detection (PySceneDetect's auto-downscale)
+    fast_decode: bool = True  # skip the deblocking filter when decoding for detection
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -66,7 +67,8 @@ def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int,
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
     last = -1
-    for index, bgr in iter_frames(path, size=size, fmt="bgr24"):
+    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode))
+    for index, bgr in frames:
         for tc in detector.process_frame(FrameTimecode(index, fps), bgr):
             cuts.append(tc.frame_num)
         last = index
