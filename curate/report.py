@@ -391,11 +391,14 @@ def render_html(stats: list[dict], charts: dict[str, bytes], title: str = "Corpu
     figures = []
     for chart in CHARTS:
         data = base64.b64encode(charts[chart.key]).decode("ascii")
+        # The funnel's numbers are the table above; the other charts carry theirs underneath.
+        caption = "" if chart.key == "funnel" else (
+            f"<figcaption><details><summary>data</summary>{_distribution_table(stats, chart.key)}"
+            f"</details></figcaption>")
         figures.append(
             f'<h2>{html.escape(chart.title)}</h2>\n<figure id="chart-{chart.key}">'
             f'<img class="chart" alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption><details><summary>data</summary>{_distribution_table(stats, chart.key) if chart.key != 'funnel' else ''}"
-            f"</details></figcaption></figure>"
+            f"{caption}</figure>"
         )
     return _PAGE.format(title=html.escape(title), totals=totals, funnel=funnel, figures="\n".join(figures))
 
