@@ -15,11 +15,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from lavie.curate import runner
 from lavie.curate.config import CurateConfig, save_config
-from lavie.curate.manifest import STATUS_ERROR, PartStore, read_manifest, video_id_for
+from lavie.curate.manifest import (
+    ORDER_COLUMN,
+    STATUS_ERROR,
+    PartStore,
+    iter_manifest_batches,
+    video_id_for,
+)
 
 SUMMARY_FILE = "summary.json"
 
@@ -202,60 +209,95 @@ def run_clip_stages(
     config,
     label: str,
     progress: bool = True,
+    chunk_rows: int = 200_000,
 ) -> StageSummary:
     """Run a chain of clip stages over a clips manifest into `out_dir`; resumable by clip id.
 
-    Every input row comes out, rejected and failed ones included; stages pass rows that are
-    not kept through untouched, so expensive models only see survivors.
+    Every input row comes out, in input order, rejected and failed ones included; stages pass
+    rows that are not kept through untouched, so expensive models only see survivors. The input
+    is streamed `chunk_rows` at a time, so memory stays bounded on manifests of millions of rows.
     """
+    import pyarrow.compute as pc
+
     started = time.time()
     out_dir = Path(out_dir)
     store = PartStore(out_dir, "clips", "clip_id")
     save_config(config, out_dir / "config.yaml")
-    rows = read_manifest(in_manifest, "clips")
     done = store.done()
-    if done:
-        import pyarrow.compute as pc
-
-        mask = pc.invert(pc.is_in(rows.column("clip_id"), value_set=pa.array(sorted(done), pa.string())))
-        todo = rows.filter(mask)
-    else:
-        todo = rows
-    if todo.num_rows and specs:
-        runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
-        bar = tqdm(total=todo.num_rows, unit="clip", desc=label, disable=not progress)
-        try:
-            for block in runner.map_stages(todo, specs):
-                store.write(block)
+    total = count_rows(in_manifest)
+    bar = tqdm(total=total, unit="clip", desc=label, disable=not progress)
+    skipped = 0
+    offset = 0
+    try:
+        for chunk in _chunks(in_manifest, chunk_rows):
+            chunk = chunk.append_column(ORDER_COLUMN, pa.array(range(offset, offset + chunk.num_rows), pa.int64()))
+            offset += chunk.num_rows
+            if done:
+                todo = chunk.filter(pc.invert(pc.is_in(chunk.column("clip_id"), value_set=pa.array(list(done), pa.string()))))
+            else:
+                todo = chunk
+            skipped += chunk.num_rows - todo.num_rows
+            bar.update(chunk.num_rows - todo.num_rows)
+            if todo.num_rows == 0:
+                continue
+            written: set[str] = set()
+            blocks = runner.map_stages(todo, specs) if specs else iter([todo])
+            if specs:
+                runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
+            for block in blocks:
+                first = min(block.column(ORDER_COLUMN).to_pylist())
+                store.write(block, name=f"part-{first:012d}-{uuid.uuid4().hex[:8]}")
+                written.update(block.column("clip_id").to_pylist())
                 bar.update(block.num_rows)
-        finally:
-            bar.close()
-    elif todo.num_rows:
-        store.write(todo)
-    missing = set(todo.column("clip_id").to_pylist()) - store.done()
-    if missing:
-        raise RuntimeError(f"{len(missing)} clips produced no row; re-run to resume")
-    table = store.consolidate(sort_by=["source_path", "start_frame"])
-    summary = summarise_clips(table, label, rows.num_rows - todo.num_rows, time.time() - started)
+            missing = set(todo.column("clip_id").to_pylist()) - written
+            if missing:
+                raise RuntimeError(f"{len(missing)} clips produced no row; re-run to resume")
+    finally:
+        bar.close()
+    store.consolidate()
+    summary = summarise_clips(store.manifest_path, label, skipped, time.time() - started)
     with open(out_dir / SUMMARY_FILE, "w") as fh:
         json.dump(asdict(summary), fh, indent=2)
     return summary
 
 
-def summarise_clips(table: pa.Table, label: str, skipped: int, seconds: float) -> StageSummary:
-    keep = table.column("keep").to_pylist()
-    status = table.column("status").to_pylist()
+def _chunks(manifest, rows: int):
+    """The manifest as tables of about `rows` rows (streamed)."""
+    pending, n = [], 0
+    for batch in iter_manifest_batches(manifest, "clips", batch_size=min(rows, 65536)):
+        pending.append(batch)
+        n += batch.num_rows
+        if n >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, n = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def summarise_clips(manifest, label: str, skipped: int, seconds: float) -> StageSummary:
+    """Counts of a clips manifest, streamed."""
+    rows = kept = errors = 0
     reasons: dict[str, int] = {}
-    for k, st, reason in zip(keep, status, table.column("reject_reason").to_pylist()):
-        if st != STATUS_ERROR and not k and reason:
-            kind = reason.split(":", 1)[0]
-            reasons[kind] = reasons.get(kind, 0) + 1
-    return StageSummary(
-        stage=label, rows=table.num_rows,
-        kept=sum(bool(k) and st != STATUS_ERROR for k, st in zip(keep, status)),
-        rejected=reasons, errors=sum(st == STATUS_ERROR for st in status),
-        skipped_done=skipped, seconds=seconds,
-    )
+    for batch in iter_manifest_batches(manifest, "clips", columns=["keep", "status", "reject_reason"]):
+        keep = batch.column(0).to_pylist()
+        status = batch.column(1).to_pylist()
+        rows += batch.num_rows
+        for k, st, reason in zip(keep, status, batch.column(2).to_pylist()):
+            if st == STATUS_ERROR:
+                errors += 1
+            elif k:
+                kept += 1
+            elif reason:
+                kind = reason.split(":", 1)[0]
+                reasons[kind] = reasons.get(kind, 0) + 1
+    return StageSummary(stage=label, rows=rows, kept=kept, rejected=reasons, errors=errors,
+                        skipped_done=skipped, seconds=seconds)
+
+
+def count_rows(manifest) -> int:
+    from lavie.curate.manifest import _parquet_files, resolve_manifest
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in _parquet_files(resolve_manifest(manifest, "clips")))
 
 
 # ----------------------------------------------------------------------------------------------

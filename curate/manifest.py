@@ -231,14 +231,20 @@ def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[s
 def iter_manifest_batches(
     path: str | os.PathLike, table: str = "clips", batch_size: int = 65536, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a manifest in record batches (bounded memory for very large manifests)."""
+    """Stream a manifest in record batches (bounded memory for very large manifests).
+
+    Files are read one after the other, each validated first; without `columns`, every batch
+    comes conformed to the schema (so parts written by different stages line up).
+    """
     files = _parquet_files(resolve_manifest(path, table))
     for f in files:
         validate(pq.read_schema(f), table, where=str(f))
-    if not files:
-        return
-    dataset = pads.dataset([str(f) for f in files], format="parquet")
-    yield from dataset.to_batches(columns=columns, batch_size=batch_size)
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns):
+            if columns is None:
+                yield from conform(pa.Table.from_batches([batch]), table).to_batches()
+            else:
+                yield batch
 
 
 def write_part(rows: list[dict] | pa.Table, out_dir: str | os.PathLike, table: str, name: str) -> Path:
@@ -304,6 +310,20 @@ def iter_chunks(items: list, size: int) -> Iterable[list]:
         yield items[i : i + size]
 
 
+ORDER_COLUMN = "_order"  # input row index, carried through stages so outputs keep input order
+
+
+def _align(tbl: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`tbl` in `schema`'s columns and types: missing columns as nulls, extra ones dropped."""
+    arrays = []
+    for field in schema:
+        if field.name in tbl.column_names:
+            arrays.append(tbl.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(tbl.num_rows, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 class PartStore:
     """A manifest being written: atomic part files under `<out>/.parts/<table>/`.
 
@@ -343,10 +363,46 @@ class PartStore:
             n += 1
         return n
 
-    def consolidate(self, sort_by: list[str] | None = None) -> pa.Table:
-        tbl = read_manifest(self.parts_dir, self.table) if self.parts_dir.exists() else conform([], self.table)
-        tbl = dedupe(tbl, self.key)
-        if sort_by and tbl.num_rows:
-            tbl = tbl.sort_by([(c, "ascending") for c in sort_by])
-        write_manifest(tbl, self.manifest_path, self.table)
-        return tbl
+    def consolidate(self, sort_by: list[str] | None = None) -> pa.Table | int:
+        """Write `<out>/<table>.parquet` from the parts, one row per key.
+
+        With `sort_by`, in memory, sorted (small tables: videos, a source's clips); returns the
+        table. Without, streamed part by part in part-name order, each part in its `_order`
+        (the input row index stages carry): the input's order comes back in bounded memory;
+        returns the row count.
+        """
+        if sort_by is not None:
+            tbl = read_manifest(self.parts_dir, self.table) if self.parts_dir.exists() else conform([], self.table)
+            tbl = dedupe(tbl, self.key)
+            if tbl.num_rows:
+                tbl = tbl.sort_by([(c, "ascending") for c in sort_by])
+            write_manifest(tbl, self.manifest_path, self.table)
+            return tbl
+        files = _parquet_files(self.parts_dir) if self.parts_dir.exists() else []
+        seen: set[str] = set()
+        tmp = self.out_dir / f".{self.table}.{uuid.uuid4().hex}.tmp"
+        writer = None
+        rows = 0
+        try:
+            for f in files:
+                tbl = conform(pq.read_table(f), self.table)
+                if ORDER_COLUMN in tbl.column_names:
+                    tbl = tbl.sort_by(ORDER_COLUMN).drop([ORDER_COLUMN])
+                keys = tbl.column(self.key).to_pylist()
+                fresh = [i for i, k in enumerate(keys) if k not in seen]
+                seen.update(keys)
+                if len(fresh) != len(keys):
+                    tbl = tbl.take(fresh)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, tbl.schema)
+                elif tbl.schema != writer.schema:
+                    tbl = _align(tbl, writer.schema)
+                writer.write_table(tbl)
+                rows += tbl.num_rows
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, conform([], self.table).schema)
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, self.manifest_path)
+        return rows

@@ -26,9 +26,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    # Ray's C++ core logs advisory messages at error level on the driver's stderr; stage
-    # failures reach us as exceptions and error rows, so keep the console for the progress bar.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     if ray.is_initialized():
         return "ray (already initialised)"
     # Workers must import this package the way the driver does, also on a cluster started from
