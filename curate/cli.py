@@ -243,7 +243,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not _writable(args.out):
         raise UsageError(f"output folder {args.out} cannot be created or written to")
     build_report(args.manifests, names, args.out)
-    print(f"report: {args.out}")
+    print(f"report: {args.out / 'report.html'} (stats.json and PNG charts beside it)")
     return 0
 
 

@@ -409,5 +409,5 @@ def run_recipe(raw_dir, out_dir, config: CurateConfig, progress: bool = True, lo
         report = out_dir / "report"
         names = list(stages)
         build_report([stages[n] for n in names], names, report)
-        log(f"report: {report / 'index.html'}")
+        log(f"report: {report / 'report.html'}")
     return RunResult(stages, summaries, skipped, report)
