@@ -80,6 +80,11 @@ def register_filter(name: str) -> Callable[[type], type]:
     return wrap
 
 
+# What a run applies before any model: the rules that need only probe data. The aesthetic rule
+# runs after scoring and the caption rule after captioning, so models see only survivors.
+CHEAP_FILTERS = ("resolution", "aspect", "frames", "duration")
+
+
 def filter_names() -> list[str]:
     """Registered filters in the order the stage applies them (cheapest, most decisive first)."""
     return list(_FILTERS)

@@ -70,6 +70,11 @@ def _numpy(batch: pa.RecordBatch, name: str) -> np.ndarray | None:
     return column.to_numpy(zero_copy_only=False)
 
 
+def _column(batch: pa.RecordBatch, name: str, typ: pa.DataType) -> pa.Array:
+    """A column, or nulls where an earlier stage's manifest does not have it yet."""
+    return batch.column(name) if name in batch.schema.names else pa.nulls(batch.num_rows, typ)
+
+
 def _add_counts(into: dict[str, int], values: pa.Array) -> None:
     for item in pc.value_counts(values).to_pylist():
         into[item["values"]] = into.get(item["values"], 0) + item["counts"]
@@ -108,13 +113,12 @@ class ManifestStats:
 
         # 1. The funnel: every row is an error, a rejection with its reason, or kept.
         error = pc.fill_null(pc.equal(batch.column("status"), STATUS_ERROR), False)
-        keep = batch.column("keep") if "keep" in batch.schema.names else pa.nulls(n, pa.bool_())
+        keep = _column(batch, "keep", pa.bool_())
         # keep null (no stage has ruled yet) counts as kept: only an explicit false rejects.
         rejected = pc.and_(pc.invert(error), pc.fill_null(pc.equal(keep, False), False))
         kept = pc.invert(pc.or_(error, rejected))
         self.errors += pc.sum(error).as_py() or 0
-        reasons = batch.column("reject_reason") if "reject_reason" in batch.schema.names else pa.nulls(n, pa.string())
-        reasons = pc.filter(reasons, rejected)
+        reasons = pc.filter(_column(batch, "reject_reason", pa.string()), rejected)
         if len(reasons):
             kinds = pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(reasons, ":", max_splits=1), 0))
             kinds = pc.if_else(pc.equal(kinds, ""), None, kinds)
@@ -126,8 +130,7 @@ class ManifestStats:
             return
         self.kept += batch.num_rows
         _add_counts(self.kinds, batch.column("kind"))
-        category = batch.column("category") if "category" in batch.schema.names else pa.nulls(batch.num_rows, pa.string())
-        _add_counts(self.categories, pc.fill_null(category, NO_CATEGORY))
+        _add_counts(self.categories, pc.fill_null(_column(batch, "category", pa.string()), NO_CATEGORY))
         self._add_durations(batch)
         self._add_words(batch)
         self._add_aesthetic(batch)
@@ -146,9 +149,8 @@ class ManifestStats:
         self.duration += np.histogram(known, bins=DURATION_EDGES)[0]
 
     def _add_words(self, batch: pa.RecordBatch) -> None:
-        names = batch.schema.names
-        words = batch.column("caption_words") if "caption_words" in names else pa.nulls(batch.num_rows, pa.int32())
-        if "caption" in names:
+        words = _column(batch, "caption_words", pa.int32())
+        if "caption" in batch.schema.names:
             counted = pc.list_value_length(pc.utf8_split_whitespace(batch.column("caption")))
             words = pc.coalesce(words.cast(pa.int64()), counted.cast(pa.int64()))
         words = words.cast(pa.float64()).to_numpy(zero_copy_only=False)

@@ -7,7 +7,7 @@ import pytest
 
 from lavie.curate import runner
 from lavie.curate.config import CurateConfig, ScenesConfig, from_dict
-from lavie.curate.filters import FilterConfig, FilterStage, filter_names
+from lavie.curate.filters import CHEAP_FILTERS, FilterConfig, FilterStage, filter_names
 from lavie.curate.jobs import run_scenes
 from lavie.curate.manifest import conform, read_manifest
 from lavie.curate.registry import get_stage, stage_names
@@ -52,6 +52,9 @@ def test_registered():
     assert "filter" in stage_names()
     assert get_stage("filter") is FilterStage
     assert filter_names() == ["resolution", "aspect", "frames", "duration", "aesthetic", "caption_words"]
+    assert set(CHEAP_FILTERS) < set(filter_names())
+    cheap = FilterStage(**FilterConfig(min_aspect=1.0).stage_kwargs(list(CHEAP_FILTERS)))
+    assert [f.name for f in cheap.filters] == ["resolution", "aspect", "frames"]
 
 
 def test_samples_resolution_and_frames(scenes_clips):
