@@ -57,7 +57,8 @@ def clip_unavailable(model: str, pretrained: str | None, stage: str) -> str | No
     if open_clip.get_model_config(model) is None:
         return f"unknown open_clip model {model!r} ({stage}.clip_model); choose one of open_clip.list_models()"
     if not pretrained:
-        return None  # random init: only meaningful for tests of the code path
+        # A scoring model with random weights would write scores that mean nothing.
+        return f"{stage}.clip_pretrained is empty: {model!r} needs weights (a tag such as 'openai' or a file)"
     if os.path.isfile(os.path.expanduser(pretrained)):
         return None
     tag = open_clip.get_pretrained_cfg(model, pretrained)

@@ -370,6 +370,9 @@ def test_missing_aesthetic_models_are_clear_errors(models, tmp_path):
     assert "ViT-L-14" in reason and "openai" in reason and "clip_pretrained" in reason
     with pytest.raises(FileNotFoundError, match="ViT-L-14"):
         cls(head=models["head"]["pth"])
+    # A named backbone without weights would score with random ones: refused.
+    reason = cls.check_available(head=models["head"]["pth"], clip_model=TINY_CLIP_NAME, clip_pretrained=None)
+    assert "aesthetic.clip_pretrained" in reason
 
 
 # -- category ------------------------------------------------------------------------------------

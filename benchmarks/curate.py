@@ -1,0 +1,152 @@
+"""Throughput of the model-backed curation chain: filter -> aesthetic -> caption, on Ray and in a loop.
+
+Measured in one run, on the same generated clips and the same tiny models of the real
+architectures (open_clip ViT + the LAION head, a Qwen2.5-VL captioner; built as the tests build
+them, loaded through the stages' own code):
+  loop     the stage objects called batch by batch in this process (`runner.run_local`)
+  ray x1   `runner.map_stage` per stage, one actor per stage
+  ray x2   the same with two actors per stage
+Every process runs torch on one thread, so "N workers" means N cores' worth of work; a stage's
+actors are started and load their model inside the timed span, as in a real run.
+
+Prints clips per second of each, the 2-worker scaling (target >= 1.6x on a 2-core machine) and
+Ray at 1 worker against the loop (target >= 0.8x), and checks that all three agree on which
+clips were kept and on their aesthetic scores.
+
+    python benchmarks/curate.py [--clips 120] [--hidden 768] [--tokens 96]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread per process (the driver's loop and each Ray actor), set before torch is imported:
+# Ray workers inherit it, so N actors use N cores and nobody oversubscribes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from transformers import GenerationConfig
+
+from lavie.curate import runner
+from lavie.curate.manifest import STATUS_OK, conform
+from lavie.curate.registry import get_stage
+
+# The tiny-model builders live with the tests that pin their behaviour.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_curate_models import make_tiny_clip, make_tiny_head, make_tiny_qwen, write_clip  # noqa: E402
+
+LOW_RES_EVERY = 6  # every 6th clip is 96x54: the resolution filter rejects it before the models
+
+
+def make_rows(root: Path, count: int, frames: int) -> pa.Table:
+    rows = []
+    for i in range(count):
+        size = (96, 54) if i % LOW_RES_EVERY == LOW_RES_EVERY - 1 else (128, 72)
+        path = root / f"clip{i:04d}.mp4"
+        write_clip(path, seed=i, frames=frames, size=size)
+        rows.append(dict(clip_id=f"clip{i:04d}", kind="video", source_path=str(path), clip_path=str(path),
+                         start_frame=0, end_frame=frames, num_frames=frames, fps=24.0, width=size[0],
+                         height=size[1], status=STATUS_OK, error=None, keep=True, reject_reason=None,
+                         category=None))
+    return conform(rows, "clips")
+
+
+def chain(root: Path, hidden: int, tokens: int) -> list[runner.StageSpec]:
+    clip = make_tiny_clip(root / "clip")["local_dir"]  # local-dir: loads in any process
+    head = make_tiny_head(root)["pth"]
+    captioner = make_tiny_qwen(root / "qwen", hidden=hidden, layers=4)
+    # A random captioner may end a caption at any step; writing every token keeps the work per
+    # clip fixed, as a real model's ~10-word captions roughly do.
+    config = GenerationConfig.from_pretrained(captioner)
+    config.min_new_tokens = tokens
+    config.save_pretrained(captioner)
+    return [
+        runner.StageSpec("filter", {"filters": ["resolution", "frames"], "min_short_side": 64, "min_frames": 16},
+                         batch_size=32),
+        runner.StageSpec("aesthetic", {"head": head, **clip}, batch_size=8),
+        runner.StageSpec("caption", {"model": captioner, "max_new_tokens": tokens, "batch_size": 2},
+                         batch_size=4),
+    ]
+
+
+def run_chain(rows: pa.Table, specs: list[runner.StageSpec], workers: int | None) -> tuple[dict, pa.Table]:
+    """Each stage over the whole table in turn (None: the plain loop); returns seconds per stage."""
+    seconds, table = {}, rows
+    for spec in specs:
+        start = time.perf_counter()
+        if workers is None:
+            blocks = runner.run_local(table, spec)
+        else:
+            # The cheap filter needs no pool: one actor keeps up with any number of model actors.
+            size = 1 if not getattr(get_stage(spec.name), "uses_model", False) else workers
+            blocks = runner.map_stage(table, replace(spec, concurrency=size, num_cpus=1.0))
+        table = pa.concat_tables([conform(b, "clips") for b in blocks])
+        seconds[spec.name] = time.perf_counter() - start
+    return seconds, table.sort_by("clip_id")
+
+
+def summary(table: pa.Table) -> dict:
+    kept = [k is True for k in table.column("keep").to_pylist()]
+    captions = table.column("caption").to_pylist()
+    return {"kept": sum(kept), "captioned": sum(c is not None for c in captions),
+            "errors": sum(s != STATUS_OK for s in table.column("status").to_pylist())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=120)
+    ap.add_argument("--frames", type=int, default=32, help="frames per generated clip")
+    ap.add_argument("--hidden", type=int, default=768, help="hidden size of the tiny captioner")
+    ap.add_argument("--tokens", type=int, default=96, help="new tokens per caption")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    with tempfile.TemporaryDirectory(prefix="lavie-bench-curate-") as tmp:
+        root = Path(tmp)
+        (root / "clips").mkdir()
+        specs = chain(root / "models", args.hidden, args.tokens)
+        rows = make_rows(root / "clips", args.clips, args.frames)
+        print(f"{args.clips} clips of {args.frames} frames; chain: {' -> '.join(s.name for s in specs)}; "
+              f"captioner hidden {args.hidden}, {args.tokens} new tokens")
+
+        results = {}
+        results["loop"] = run_chain(rows, specs, None)
+        runner.init_ray(num_cpus=os.cpu_count())
+        try:
+            results["ray x1"] = run_chain(rows, specs, 1)
+            results["ray x2"] = run_chain(rows, specs, 2)
+        finally:
+            runner.shutdown_ray()
+
+    totals = {name: sum(seconds.values()) for name, (seconds, _) in results.items()}
+    for name, (seconds, table) in results.items():
+        stages = "  ".join(f"{k} {v:5.1f} s" for k, v in seconds.items())
+        print(f"{name:7s} {totals[name]:6.1f} s  {args.clips / totals[name]:5.2f} clips/s  ({stages})  "
+              f"{summary(table)}")
+    scaling, overhead = totals["ray x1"] / totals["ray x2"], totals["loop"] / totals["ray x1"]
+    print(f"2-worker scaling: {scaling:.2f}x (target >= 1.6x)")
+    print(f"ray x1 / loop:    {overhead:.2f}x (target >= 0.8x)")
+    print(f"load average after the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          f"(other work on the machine skews every figure)")
+
+    # The three runs must agree on what they did, not only on how fast.
+    ref = results["loop"][1]
+    for name in ("ray x1", "ray x2"):
+        table = results[name][1]
+        assert summary(table) == summary(ref), (name, summary(table), summary(ref))
+        for a, b in zip(ref.column("aesthetic").to_pylist(), table.column("aesthetic").to_pylist()):
+            assert (a is None and b is None) or abs(a - b) < 1e-4, (name, a, b)
+
+
+if __name__ == "__main__":
+    main()
