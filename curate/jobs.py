@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from lavie.curate import runner
+from lavie.curate import filters, runner
 from lavie.curate.config import CurateConfig, save_config
 from lavie.curate.manifest import (
     ORDER_COLUMN,
@@ -303,7 +303,8 @@ def count_rows(manifest) -> int:
 # ----------------------------------------------------------------------------------------------
 # The Vimeo25M recipe (LaVie §4.1): cheap filters first, then the models on the survivors only.
 
-CHEAP_FILTERS = ["resolution", "aspect", "frames", "duration", "caption_words"]
+# Captions may already exist (imported corpora), so their length is checked with the cheap ones.
+CHEAP_FILTERS = [*filters.CHEAP_FILTERS, "caption_words"]
 
 
 class ModelMissing(RuntimeError):
