@@ -139,6 +139,8 @@ class CaptionStage(FrameModelStage):
             part = range(start, min(start + step, len(rows)))
             try:
                 texts = self.generate([frames[j] for j in part], [rows[j] for j in part], batch)
+            except torch.OutOfMemoryError:
+                raise  # the configuration's fault, not the clip's: lower caption.batch_size
             except Exception as exc:  # a clip the processor or model cannot take fails alone
                 for j in part:
                     failed[j] = f"captioning failed: {type(exc).__name__}: {exc}"

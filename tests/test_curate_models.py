@@ -441,10 +441,13 @@ def test_greedy_captions_are_deterministic_and_align_with_rows(models, rows, fam
     assert all(isinstance(by_id(batched, "caption")[f"c{i}"], str) for i in range(4))
 
 
+@pytest.mark.parametrize("frames_as", ["images", "video"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_frames_as_images_is_supported(models, rows, family):
-    out = run_stage("caption", rows.slice(0, 3), model=models[family], frames_as="images", frames=3,
+def test_frames_as_images_or_video_with_an_odd_frame_count(models, rows, family, frames_as):
+    # Three frames: Qwen2.5-VL's video patches span two frames, so the processor must pad.
+    out = run_stage("caption", rows.slice(0, 3), model=models[family], frames_as=frames_as, frames=3,
                     max_new_tokens=4)
+    assert by_id(out, "status")["c0"] == STATUS_OK
     assert isinstance(by_id(out, "caption")["c0"], str) and by_id(out, "caption")["rejected"] is None
 
 
@@ -470,3 +473,21 @@ def test_missing_caption_model_is_a_clear_error(tmp_path):
         assert model in str(err.value) and "--set caption.model=" in str(err.value)
     with pytest.raises(ValueError, match="caption.frames_as"):
         cls(model=str(tmp_path), frames_as="gif")
+
+
+def test_a_clip_the_captioner_fails_on_becomes_an_error_row(models, rows, monkeypatch):
+    from lavie.curate.caption import CaptionStage
+
+    generate = CaptionStage.generate
+
+    def flaky(self, clips, clip_rows, batch):
+        if any(batch["clip_id"][i] == "c1" for i in clip_rows):
+            raise RuntimeError("frames the processor cannot take")
+        return generate(self, clips, clip_rows, batch)
+
+    monkeypatch.setattr(CaptionStage, "generate", flaky)
+    out = run_stage("caption", rows, model=models["qwen"], max_new_tokens=4, batch_size=1)
+    status, error, caption = by_id(out, "status"), by_id(out, "error"), by_id(out, "caption")
+    assert status["c1"] == STATUS_ERROR and caption["c1"] is None
+    assert error["c1"] == "caption: captioning failed: RuntimeError: frames the processor cannot take"
+    assert status["c0"] == STATUS_OK and isinstance(caption["c0"], str)
