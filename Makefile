@@ -21,11 +21,15 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/lavie-curate samples $(DEMO)/raw --bad
-	$(VENV)/bin/lavie-curate scenes $(DEMO)/raw -o $(DEMO)/scenes
-	@echo "demo outputs in $(DEMO)/"
+	$(VENV)/bin/lavie-curate run $(DEMO)/raw -c configs/curate.yaml -o $(DEMO)/curated
+	$(PY) -c "from lavie.model.tiny import build_tiny_components as b; [b('$(DEMO)/tiny/' + s, stage=s) for s in ('base', 'interp', 'vsr')]"
+	$(VENV)/bin/lavie-sample "a red bus on a bridge" --base $(DEMO)/tiny/base --interp $(DEMO)/tiny/interp --vsr $(DEMO)/tiny/vsr --steps 2 --seed 0 -o $(DEMO)/sample.mp4
+	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), sample.mp4"
 
 bench: setup
 	$(PY) benchmarks/scenes.py
+	$(PY) benchmarks/large_manifest.py
+	$(PY) benchmarks/unet.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
