@@ -121,28 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, flag_keys: dict[str, str]) -> CurateConfig:
-    overrides = list(args.overrides)
+def _config(args: argparse.Namespace, flag_keys: dict[str, str], extra: list[str] | None = None) -> CurateConfig:
+    """The run config: YAML, then flags, then --set overrides (last wins)."""
+    overrides = list(extra or [])
     flag_keys = {**flag_keys, "ray_address": "distribution.ray_address", "workers": "distribution.workers"}
     for attr, key in flag_keys.items():
         value = getattr(args, attr, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(CurateConfig, args.config, overrides)
+    return load_config(CurateConfig, args.config, overrides + list(args.overrides))
 
 
 def _scenes_config(args: argparse.Namespace) -> CurateConfig:
-    overrides = list(args.overrides)
-    flag_keys = {
-        "detector": "scenes.detector", "threshold": "scenes.threshold",
-        "min_scene_len": "scenes.min_scene_len", "min_frames": "scenes.min_frames",
-        "max_seconds": "scenes.max_seconds", "ray_address": "distribution.ray_address",
-        "workers": "distribution.workers",
-    }
-    for attr, key in flag_keys.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = []
     if args.extensions:
         exts = [e.strip() for e in args.extensions.split(",") if e.strip()]
         overrides.append(f"input.extensions=[{', '.join(repr(e) for e in exts)}]")
@@ -150,52 +141,44 @@ def _scenes_config(args: argparse.Namespace) -> CurateConfig:
         overrides.append("scenes.cut=copy")
     if args.virtual:
         overrides.append("scenes.cut=virtual")
-    return load_config(CurateConfig, args.config, overrides)
+    return _config(args, {
+        "detector": "scenes.detector", "threshold": "scenes.threshold",
+        "min_scene_len": "scenes.min_scene_len", "min_frames": "scenes.min_frames",
+        "max_seconds": "scenes.max_seconds",
+    }, overrides)
 
 
-def _check_dirs(raw_dir: Path, out_dir: Path) -> None:
+def _require_output(out_dir: Path) -> None:
     from lavie.curate.video import is_writable_dir
 
-    if not raw_dir.is_dir():
-        raise UsageError(f"raw video folder {raw_dir} does not exist or is not a folder")
     if not is_writable_dir(out_dir):
         raise UsageError(f"output folder {out_dir} cannot be created or written to")
+
+
+def _require_input(path: Path, what: str, folder: bool = False) -> None:
+    if not (path.is_dir() if folder else path.exists()):
+        raise UsageError(f"{what} {path} does not exist" + (" or is not a folder" if folder else ""))
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
     from lavie.curate.samples import make_samples
 
-    if not _writable(args.out_dir):
-        raise UsageError(f"output folder {args.out_dir} cannot be created or written to")
+    _require_output(args.out_dir)
     truth = make_samples(args.out_dir, bad=args.bad)
     print(f"wrote {len(truth)} sample videos to {args.out_dir} (ground truth: {args.out_dir / 'cuts.json'})")
     return 0
-
-
-def _writable(path: Path) -> bool:
-    from lavie.curate.video import is_writable_dir
-
-    return is_writable_dir(path)
 
 
 def cmd_scenes(args: argparse.Namespace) -> int:
     from lavie.curate.jobs import run_scenes
 
     config = _scenes_config(args)
-    _check_dirs(args.raw_dir, args.out)
+    _require_input(args.raw_dir, "raw video folder", folder=True)
+    _require_output(args.out)
     summary = run_scenes(args.raw_dir, args.out, config, progress=not args.no_progress)
     print(summary.line())
     print(f"manifests: {args.out / 'videos.parquet'}, {args.out / 'clips.parquet'}")
     return 0
-
-
-def _check_manifest_io(manifest: Path, out_dir: Path) -> None:
-    from lavie.curate.video import is_writable_dir
-
-    if not manifest.exists():
-        raise UsageError(f"manifest {manifest} does not exist")
-    if not is_writable_dir(out_dir):
-        raise UsageError(f"output folder {out_dir} cannot be created or written to")
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
@@ -205,7 +188,8 @@ def cmd_filter(args: argparse.Namespace) -> int:
         "min_short_side": "filter.min_short_side", "min_frames": "filter.min_frames",
         "min_aesthetic": "filter.min_aesthetic", "min_caption_words": "filter.min_caption_words",
     })
-    _check_manifest_io(args.manifest, args.out)
+    _require_input(args.manifest, "manifest")
+    _require_output(args.out)
     specs = [filter_spec(config, CHEAP_FILTERS)]
     if not args.no_aesthetic and config.aesthetic.enabled:
         try:
@@ -221,7 +205,8 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from lavie.curate.jobs import ModelMissing, caption_specs, run_clip_stages
 
     config = _config(args, {"model": "caption.model", "min_caption_words": "filter.min_caption_words"})
-    _check_manifest_io(args.manifest, args.out)
+    _require_input(args.manifest, "manifest")
+    _require_output(args.out)
     try:
         specs = caption_specs(config)
     except ModelMissing as exc:
@@ -235,13 +220,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lavie.curate.report import build_report
 
     for m in args.manifests:
-        if not m.exists():
-            raise UsageError(f"manifest {m} does not exist")
+        _require_input(m, "manifest")
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     if names is not None and len(names) != len(args.manifests):
         raise UsageError(f"--names gives {len(names)} names for {len(args.manifests)} manifests")
-    if not _writable(args.out):
-        raise UsageError(f"output folder {args.out} cannot be created or written to")
+    _require_output(args.out)
     build_report(args.manifests, names, args.out)
     print(f"report: {args.out / 'report.html'} (stats.json and PNG charts beside it)")
     return 0
@@ -250,10 +233,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from lavie.curate import importers
 
-    if not args.source.is_file():
-        raise UsageError(f"{args.source} does not exist or is not a file")
-    if not _writable(args.out):
-        raise UsageError(f"output folder {args.out} cannot be created or written to")
+    _require_input(args.source, "corpus file")
+    _require_output(args.out if args.out.suffix != ".parquet" else args.out.parent)
     if args.format == "webvid":
         result = importers.import_webvid(args.source, args.out, video_root=args.root, probe=args.probe)
     else:
@@ -266,7 +247,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lavie.curate.jobs import run_recipe
 
     config = _config(args, {})
-    _check_dirs(args.raw_dir, args.out)
+    _require_input(args.raw_dir, "raw video folder", folder=True)
+    _require_output(args.out)
     result = run_recipe(args.raw_dir, args.out, config, progress=not args.no_progress)
     for stage, why in result.skipped.items():
         print(f"not run: {stage}: {why}")
