@@ -88,6 +88,14 @@ TABLES = {"videos": VIDEO_SCHEMA, "clips": CLIP_SCHEMA}
 _OPTIONAL = {f.name: f for f in OPTIONAL_FIELDS}
 
 
+def declared_type(name: str) -> pa.DataType | None:
+    """The type a manifest column is declared with in any table, or None for stage extras."""
+    for schema in (CLIP_SCHEMA, VIDEO_SCHEMA):
+        if name in schema.names:
+            return schema.field(name).type
+    return _OPTIONAL[name].type if name in _OPTIONAL else None
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be read as the schema says: names the file and the column."""
 

@@ -25,7 +25,13 @@ def register_stage(name: str) -> Callable[[type], type]:
 
 
 def get_stage(name: str) -> type:
-    _load_builtin_stages()
+    if name not in _STAGES and name in _BUILTIN_MODULES:
+        # Only the stage's own module: a cheap stage's worker never imports torch or open_clip.
+        import importlib
+
+        importlib.import_module(_BUILTIN_MODULES[name])
+    if name not in _STAGES:
+        _load_builtin_stages()
     if name not in _STAGES:
         raise ValueError(f"unknown stage {name!r}; registered stages: {', '.join(sorted(_STAGES))}")
     return _STAGES[name]
@@ -41,8 +47,15 @@ def _load_builtin_stages() -> None:
     # --help and cheap stages never pay for torch or open_clip.
     import importlib
 
-    for module in _BUILTIN_MODULES:
+    for module in _BUILTIN_MODULES.values():
         importlib.import_module(module)
 
 
-_BUILTIN_MODULES = ["lavie.curate.scenes", "lavie.curate.filters", "lavie.curate.aesthetic", "lavie.curate.category", "lavie.curate.caption"]
+# Built-in stage name -> the module that registers it.
+_BUILTIN_MODULES = {
+    "scenes": "lavie.curate.scenes",
+    "filter": "lavie.curate.filters",
+    "aesthetic": "lavie.curate.aesthetic",
+    "category": "lavie.curate.category",
+    "caption": "lavie.curate.caption",
+}

@@ -96,8 +96,21 @@ class _StageActor:
                     f"stage {self.stage.__class__.__name__} returned {len(values)} values of "
                     f"{key!r} for {table.num_rows} rows"
                 )
-            out[key] = pa.array(values)
+            # Typed as the manifest declares (or as the column came in), so a block where a
+            # column happens to be all null still lines up with the others.
+            out[key] = pa.array(values, type=_column_type(key, table))
         return pa.table(out)
+
+
+def _column_type(name: str, table: pa.Table) -> pa.DataType | None:
+    from lavie.curate.manifest import declared_type
+
+    declared = declared_type(name)
+    if declared is not None:
+        return declared
+    if name in table.column_names and not pa.types.is_null(table.column(name).type):
+        return table.column(name).type
+    return None
 
 
 def map_stages(rows: pa.Table, specs: list[StageSpec], rows_per_block: int | None = None) -> Iterator[pa.Table]:
