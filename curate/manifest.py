@@ -8,9 +8,11 @@ Writes are atomic (temp file + rename), and rows are keyed by ``clip_id`` (``vid
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -98,6 +100,48 @@ def declared_type(name: str) -> pa.DataType | None:
 
 class ManifestError(ValueError):
     """A manifest that cannot be read as the schema says: names the file and the column."""
+
+
+class OutputError(OSError):
+    """A manifest that could not be written (disk full, folder gone or read-only).
+
+    Names the file and the cause. The write was atomic, so every part finished before it is
+    whole and no half-written file is taken as done: freeing space and re-running resumes.
+    """
+
+    def __init__(self, path: str | os.PathLike, cause: OSError):
+        reason = cause.strerror or " ".join(str(cause).split()) or type(cause).__name__
+        code = cause.errno or _errno_in(str(cause)) or errno.EIO
+        super().__init__(code, f"cannot write {path}: {reason}")
+        self.filename = str(path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return f"{self.strerror}; finished parts are kept, re-run to resume"
+
+
+def _errno_in(text: str) -> int | None:
+    """Arrow reports an I/O failure as text ('... [errno 28] No space left on device')."""
+    for code, name in ((errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only"),
+                       (errno.EACCES, "Permission denied"), (errno.EDQUOT, "quota")):
+        if name in text:
+            return code
+    return None
+
+
+@contextmanager
+def _atomic_output(final: Path, tmp: Path):
+    """Around a temp-file write: on failure, remove the temp file and raise OutputError."""
+    try:
+        yield
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is gone or read-only; clean_partials removes it on resume
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(final, exc) from exc
 
 
 def video_id_for(path: str | os.PathLike, size_bytes: int | None) -> str:
@@ -215,6 +259,40 @@ def _parquet_files(path: Path) -> list[Path]:
     )
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _checked_schema(f: Path, table: str) -> pa.Schema:
+    """The file's schema, validated against `table`'s; any unreadable file is a ManifestError."""
+    try:
+        schema = pq.read_schema(f)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ManifestError(f"{f} is not a readable Parquet file: {_one_line(exc)}") from None
+    validate(schema, table, where=str(f))
+    return schema
+
+
+def check_values(tbl: pa.Table | pa.RecordBatch, table: str, where: str = "manifest") -> None:
+    """Raise ManifestError for what a schema cannot say: nulls in required columns, bad UTF-8."""
+    schema = schema_for(table)
+    problems = []
+    for name in tbl.schema.names:
+        col = tbl.column(name)
+        if name in schema.names and not schema.field(name).nullable and col.null_count:
+            problems.append(f"column {name!r} has {col.null_count} null values (required)")
+        typ = tbl.schema.field(name).type
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+            try:
+                for chunk in chunks:
+                    chunk.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                problems.append(f"column {name!r} holds text that is not valid UTF-8 ({_one_line(exc)})")
+    if problems:
+        raise ManifestError(f"{where} is not a valid {table!r} manifest: " + "; ".join(problems))
+
+
 def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[str] | None = None) -> pa.Table:
     """Read a manifest file or directory of Parquet parts, validated and conformed to the schema."""
     path = resolve_manifest(path, table)
@@ -223,15 +301,12 @@ def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[s
         return conform([], table)
     parts = []
     for f in files:
-        try:
-            schema = pq.read_schema(f)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ManifestError(f"{f} is not a readable Parquet file: {exc}") from None
-        validate(schema, table, where=str(f))
+        _checked_schema(f, table)
         try:
             tbl = pq.read_table(f, columns=columns)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ManifestError(f"{f} could not be read: {exc}") from None
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise ManifestError(f"{f} could not be read: {_one_line(exc)}") from None
+        check_values(tbl, table, where=str(f))
         parts.append(conform(tbl, table) if columns is None else tbl)
     return pa.concat_tables(parts, promote_options="permissive")
 
@@ -246,26 +321,36 @@ def iter_manifest_batches(
     """
     files = _parquet_files(resolve_manifest(path, table))
     for f in files:
-        validate(pq.read_schema(f), table, where=str(f))
+        _checked_schema(f, table)
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns):
-            if columns is None:
-                yield from conform(pa.Table.from_batches([batch]), table).to_batches()
-            else:
-                yield batch
+        try:
+            batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+            for batch in batches:
+                check_values(batch, table, where=str(f))
+                if columns is None:
+                    yield from conform(pa.Table.from_batches([batch]), table).to_batches()
+                else:
+                    yield batch
+        except (pa.ArrowException, OSError) as exc:
+            raise ManifestError(f"{f} could not be read: {_one_line(exc)}") from None
 
 
 def write_part(rows: list[dict] | pa.Table, out_dir: str | os.PathLike, table: str, name: str) -> Path:
-    """Write one part file atomically: a reader sees the whole part or nothing."""
+    """Write one part file atomically: a reader sees the whole part or nothing.
+
+    A failed write (disk full, folder gone or read-only) leaves no file behind and raises
+    OutputError naming the file and the cause.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tbl = conform(rows, table)
     final = out_dir / f"{name}.parquet"
     tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(tbl, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    with _atomic_output(final, tmp):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tbl, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
     return final
 
 
@@ -387,8 +472,14 @@ class PartStore:
             write_manifest(tbl, self.manifest_path, self.table)
             return tbl
         files = _parquet_files(self.parts_dir) if self.parts_dir.exists() else []
-        seen: set[str] = set()
         tmp = self.out_dir / f".{self.table}.{uuid.uuid4().hex}.tmp"
+        with _atomic_output(self.manifest_path, tmp):
+            rows = self._write_consolidated(files, tmp)
+            os.replace(tmp, self.manifest_path)
+        return rows
+
+    def _write_consolidated(self, files: list[Path], tmp: Path) -> int:
+        seen: set[str] = set()
         writer = None
         rows = 0
         try:
@@ -412,5 +503,4 @@ class PartStore:
         finally:
             if writer is not None:
                 writer.close()
-        os.replace(tmp, self.manifest_path)
         return rows
