@@ -271,9 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:  # bad configuration: names the key and the choices
-        print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
+    except ValueError as exc:  # bad configuration or manifest: names the key or the column
+        print(f"lavie-curate {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # output unwritable or disk full (OutputError): exit 1, re-run resumes
+        print(f"lavie-curate {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
