@@ -61,10 +61,12 @@ class RunCounters:
 
 class MixLog:
     """The realised source mix: counts per source, summed over ranks when logged. `totals` is
-    checkpointed so the mix of a resumed run continues the interrupted one."""
+    checkpointed so the mix of a resumed run continues the interrupted one. Fractions are within a
+    source's group: the clip sources share the clips, the image sources the joint-training images."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], groups: list[int]):
         self.names = names
+        self.groups = np.array(groups)
         self.window = np.zeros(len(names), dtype=np.int64)
         self.totals = np.zeros(len(names), dtype=np.int64)
 
@@ -79,6 +81,10 @@ class MixLog:
         self.window[:] = 0
         return window
 
+    def fractions(self, counts: np.ndarray) -> dict[str, float]:
+        group_total = np.array([counts[self.groups == g].sum() for g in self.groups])
+        return {n: float(c) / t for n, c, t in zip(self.names, counts, group_total) if t}
+
     def state_dict(self) -> dict:
         return {"names": list(self.names), "totals": self.totals.tolist()}
 
@@ -86,6 +92,13 @@ class MixLog:
         for name, count in zip(state["names"], state["totals"]):
             if name in self.names:
                 self.totals[self.names.index(name)] = count
+
+
+def model_config(unet) -> dict:
+    """The UNet's config for rebuilding it with `from_config`. A loaded VideoSRUNet lists every key
+    in `_use_default_values` (its constructor registers its config twice), which `from_config` would
+    drop, so that bookkeeping key is left out."""
+    return {k: v for k, v in unet.config.items() if k != "_use_default_values"}
 
 
 def seed_for(*keys: int) -> int:
@@ -132,7 +145,8 @@ def build_data(config: TrainConfig, accelerator: Accelerator, models: StageModel
         dataset.cache = cache
     sampler = CurriculumSampler(video_specs, image_specs, d.batch_size, n_images, config.train.gradient_accumulation_steps,
                                 config.seed, accelerator.process_index, end_step=config.train.max_steps)
-    return dataset, sampler, [s.name for s in specs]
+    image_names = {s.name for s in image_specs}
+    return dataset, sampler, [s.name for s in specs], [int(s.name in image_names) for s in specs]
 
 
 def make_loader(dataset: ClipDataset, sampler: CurriculumSampler, config: TrainConfig, device: torch.device):
@@ -169,6 +183,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
 
     # 1. accelerator (mixed precision, DDP / FSDP, trackers); accumulation is done below by hand
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # lets torchrun/accelerate launch run gloo DDP on CPU hosts
         mixed_precision="no" if config.train.mixed_precision == "fp32" else config.train.mixed_precision,
         log_with=None if config.logging.report_to == "none" else config.logging.report_to,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
@@ -185,8 +200,10 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     with accelerator.main_process_first():
         models = load_stage_models(config, run_dir / "init")
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
-    models.vae.to(accelerator.device, dtype=weight_dtype)
-    models.text_encoder.to(accelerator.device, dtype=weight_dtype)
+    for frozen in (models.vae, models.text_encoder):
+        frozen.to(accelerator.device)
+        if frozen.dtype != weight_dtype:
+            frozen.to(dtype=weight_dtype)
     unet = models.unet
     if config.model.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -204,7 +221,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     if config.ema.enabled:
         ema = EMAModel(unet.parameters(), decay=config.ema.decay, update_after_step=config.ema.update_after_step,
                        use_ema_warmup=config.ema.use_warmup, inv_gamma=config.ema.inv_gamma, power=config.ema.power,
-                       model_cls=type(unet), model_config=unet.config)
+                       model_cls=type(unet), model_config=model_config(unet))
         ema.to(accelerator.device)
 
     # 4. checkpoints as save_pretrained folders: the hooks replace accelerate's own model files
@@ -243,8 +260,8 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
 
     # 6. data: manifests -> curriculum sampler -> decoding workers
-    dataset, sampler, source_names = build_data(config, accelerator, models, run_dir)
-    counters, mix = RunCounters(), MixLog(source_names)
+    dataset, sampler, source_names, source_groups = build_data(config, accelerator, models, run_dir)
+    counters, mix = RunCounters(), MixLog(source_names, source_groups)
     for obj in (sampler, counters, mix):
         accelerator.register_for_checkpointing(obj)
 
@@ -318,18 +335,10 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
             else:  # a non-finite loss: the step is skipped and counted
                 counters.nonfinite_steps += 1
                 nonfinite_run += 1
-                logger.warning("step %d: non-finite loss, step skipped (%d in a row)", step, nonfinite_run)
+                logger.warning("step %d: non-finite loss, step skipped (%d in a row)", step + 1, nonfinite_run)
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-
-            if nonfinite_run >= config.train.max_nonfinite_steps:
-                path = checkpoint(step)
-                accelerator.print(f"lavie-train: stopping at step {step}: {nonfinite_run} non-finite losses in a row "
-                                  f"(train.max_nonfinite_steps={config.train.max_nonfinite_steps}). Checkpoint {path} holds the "
-                                  f"last finite weights; lower train.learning_rate or check the data, then --resume latest.")
-                exit_code = EXIT_NONFINITE
-                break
 
             if step % config.logging.every == 0 or step == config.train.max_steps:
                 elapsed = time.perf_counter() - window_start
@@ -341,12 +350,19 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
                           "s_per_step": elapsed / steps_done, "decode_failures": counters.decode_failures,
                           "nonfinite_steps": counters.nonfinite_steps,
                           **{k: v / max(window_steps, 1) for k, v in window_parts.items()}}
-                if window.sum():
-                    record.update({f"mix/{n}": float(c) / window.sum() for n, c in zip(mix.names, window)})
+                record.update({f"mix/{n}": f for n, f in mix.fractions(window).items()})
                 record.update({f"mix_total/{n}": int(c) for n, c in zip(mix.names, mix.totals)})
                 log_metrics(accelerator, run_dir, record)
                 window_loss, window_parts, window_steps = 0.0, {}, 0
                 window_start, window_from = time.perf_counter(), step
+
+            if nonfinite_run >= config.train.max_nonfinite_steps:
+                path = checkpoint(step)
+                accelerator.print(f"lavie-train: stopping at step {step}: {nonfinite_run} non-finite losses in a row "
+                                  f"(train.max_nonfinite_steps={config.train.max_nonfinite_steps}). Checkpoint {path} holds the "
+                                  f"last finite weights; lower train.learning_rate or check the data, then --resume latest.")
+                exit_code = EXIT_NONFINITE
+                break
 
             if config.validation.every and (step % config.validation.every == 0 or step == config.train.max_steps):
                 validate_now(accelerator, config, models, unet, ema, val_inputs, scorer, run_dir, step)
@@ -444,9 +460,13 @@ def export_final(accelerator: Accelerator, unet, ema, run_dir: Path, config: Tra
     shutil.copytree(run_dir / "frozen", out)
     model = accelerator.unwrap_model(unet)
     if ema is not None:
-        ema.save_pretrained(out / "unet")
-    else:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    try:
         model.save_pretrained(out / "unet")
+    finally:
+        if ema is not None:
+            ema.restore(model.parameters())
     save_train_config(config, out / "config.yaml")
     logger.info("final model folder %s", out)
     return out
