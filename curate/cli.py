@@ -22,6 +22,13 @@ Each command writes Parquet manifests into its output folder and resumes when re
 """
 
 
+EPILOG = """\
+exit status: 0 done (unreadable or broken videos become rows with status=error);
+1 an output could not be written (disk full, read-only; finished parts are kept, re-run resumes);
+2 usage or configuration error (a missing folder or model, an unknown config key).
+"""
+
+
 class UsageError(Exception):
     """A mistake in how the command was called: reported in one line, exit code 2."""
 
@@ -36,7 +43,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lavie-curate", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="lavie-curate", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -26,7 +26,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from lavie.curate.filters import count_words
-from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for, conform, dedupe, write_manifest
+from lavie.curate.manifest import (
+    STATUS_ERROR,
+    STATUS_OK,
+    ManifestError,
+    clip_id_for,
+    conform,
+    dedupe,
+    write_manifest,
+)
 from lavie.curate.probe import probe as probe_file
 
 # Accepted spellings of each field, first match wins. The real WebVid-10M CSV has
@@ -108,10 +116,23 @@ def _caption_fields(caption) -> dict:
 
 
 def _number(value) -> float | None:
+    """A finite number, or None for anything else (blank, text, NaN, infinity)."""
     if value is None:
         return None
-    value = float(value)
-    return None if math.isnan(value) else value
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# Pixel sizes outside this range are not sizes (corrupt metadata): kept as unknown.
+_MAX_SIDE = 2**31 - 1
+
+
+def _side(value) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None and 0 < number <= _MAX_SIDE else None
 
 
 def _apply_probe(row: dict, path: Path, image: bool) -> None:
@@ -240,7 +261,10 @@ def import_laion(
     beside the Parquet file). Size and aesthetic score come from the table when it has them.
     """
     parquet_path = Path(parquet_path)
-    source = pq.ParquetFile(parquet_path)
+    try:
+        source = pq.ParquetFile(parquet_path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"{parquet_path} is not a readable Parquet file: {' '.join(str(exc).split())}") from None
     col = _pick(source.schema_arrow.names, LAION_FIELDS)
     if col["path"] is None:
         raise ValueError(f"{parquet_path} has no local path column; expected one of {LAION_FIELDS['path']}")
@@ -249,8 +273,11 @@ def import_laion(
 
     tables = []
     for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
-        values = {field: (batch.column(name).to_pylist() if name else [None] * batch.num_rows)
-                  for field, name in col.items()}
+        try:
+            values = {field: (batch.column(name).to_pylist() if name else [None] * batch.num_rows)
+                      for field, name in col.items()}
+        except (UnicodeDecodeError, pa.ArrowException) as exc:
+            raise ManifestError(f"{parquet_path}: a column could not be read as text or numbers: {exc}") from None
         rows = [_laion_row({f: values[f][i] for f in values}, root, probe) for i in range(batch.num_rows)]
         tables.append(_table(rows))
     return _write(tables, out)
@@ -260,12 +287,12 @@ def _laion_row(record: dict, root: Path, probe: bool) -> dict:
     path = _local(str(record["path"]), root) if record["path"] else None
     key = record["url"] or (str(path.resolve()) if path else "")
     image_id = _source_id("laion", key)
-    width, height = _number(record["width"]), _number(record["height"])
+    width, height = _side(record["width"]), _side(record["height"])
     row = {
         "clip_id": clip_id_for(image_id, 0, 1), "video_id": image_id, "kind": "image",
         "source_path": str(path) if path else "", "clip_path": None, "clip_index": 0,
         "start_frame": 0, "end_frame": 1, "num_frames": 1,
-        "width": None if width is None else int(width), "height": None if height is None else int(height),
+        "width": width, "height": height,
         "aesthetic": _number(record["aesthetic"]),
         "status": STATUS_OK, "error": None, "keep": True, "reject_reason": None,
         **_caption_fields(record["caption"]), "url": record["url"], "source_key": key,

@@ -113,9 +113,12 @@ def run_scenes(
     todo_ids = {r["video_id"] for r in todo}
     skipped = len(files) - len(todo)
 
-    # 2. Run the scenes stage over the videos still to do.
+    # 2. Run the scenes stage over the videos still to do: one actor per CPU of the Ray this
+    #    run is on (a whole cluster, when it joined one), unless `workers` says otherwise.
     if todo:
         sc = config.scenes
+        runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
+        workers = config.distribution.workers or runner.cluster_cpus()
         spec = runner.StageSpec(
             name="scenes",
             kwargs=dict(
@@ -124,10 +127,9 @@ def run_scenes(
                 downscale_width=sc.downscale_width, min_frames=sc.min_frames,
                 max_seconds=sc.max_seconds, cut=sc.cut, crf=sc.crf, preset=sc.preset,
             ),
-            concurrency=min(len(todo), _workers(config)),
+            concurrency=min(len(todo), workers),
             batch_size=config.distribution.batch_size,
         )
-        runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
         bar = tqdm(total=len(todo), unit="video", desc="scenes", disable=not progress)
         try:
             for block in runner.map_stage(pa.Table.from_pylist(todo), spec):
@@ -146,10 +148,6 @@ def run_scenes(
     with open(out_dir / SUMMARY_FILE, "w") as fh:
         json.dump(asdict(summary), fh, indent=2)
     return summary
-
-
-def _workers(config: CurateConfig) -> int:
-    return config.distribution.workers or os.cpu_count() or 1
 
 
 def _write_scenes_block(block: pa.Table, videos: PartStore, clips: PartStore) -> None:
@@ -295,9 +293,10 @@ def summarise_clips(manifest, label: str, skipped: int, seconds: float) -> Stage
 
 
 def count_rows(manifest) -> int:
-    from lavie.curate.manifest import _parquet_files, resolve_manifest
+    """Rows of a clips manifest, from the Parquet footers (files validated first)."""
+    from lavie.curate.manifest import manifest_files
 
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in _parquet_files(resolve_manifest(manifest, "clips")))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in manifest_files(manifest, "clips"))
 
 
 # ----------------------------------------------------------------------------------------------

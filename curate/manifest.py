@@ -273,6 +273,14 @@ def _checked_schema(f: Path, table: str) -> pa.Schema:
     return schema
 
 
+def manifest_files(path: str | os.PathLike, table: str = "clips") -> list[Path]:
+    """The Parquet files of a manifest, each schema-checked (ManifestError names a bad one)."""
+    files = _parquet_files(resolve_manifest(path, table))
+    for f in files:
+        _checked_schema(f, table)
+    return files
+
+
 def check_values(tbl: pa.Table | pa.RecordBatch, table: str, where: str = "manifest") -> None:
     """Raise ManifestError for what a schema cannot say: nulls in required columns, bad UTF-8."""
     schema = schema_for(table)
@@ -319,10 +327,7 @@ def iter_manifest_batches(
     Files are read one after the other, each validated first; without `columns`, every batch
     comes conformed to the schema (so parts written by different stages line up).
     """
-    files = _parquet_files(resolve_manifest(path, table))
-    for f in files:
-        _checked_schema(f, table)
-    for f in files:
+    for f in manifest_files(path, table):
         try:
             batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
             for batch in batches:

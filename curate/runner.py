@@ -47,6 +47,13 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     return where
 
 
+def cluster_cpus() -> int:
+    """CPUs the Ray this process is connected to offers, over all its nodes."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def shutdown_ray() -> None:
     import ray
 
