@@ -3,7 +3,7 @@ where it started.
 
 Setup: 4 clips, 4 frames of 16x16 pixels (8x8 latents), cached VAE latents, batch 4, AdamW at
 1e-3, no caption dropout, 200 steps on CPU (about 10 s). Measured: the mean loss of steps 1-10 is
-0.73 and the mean of steps 171-200 about 0.12 (epsilon-prediction MSE), a sixth of the start; the
+0.73 and the mean of steps 171-200 about 0.09-0.12 (epsilon-prediction MSE), a sixth of the start; the
 test asks for less than half.
 """
 
