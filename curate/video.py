@@ -16,6 +16,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,13 +82,15 @@ def iter_frames(
     """Yield `(frame_index, image)` for frames `[start_frame, end_frame)` in decode order.
 
     Frames are converted and scaled by FFmpeg's swscale straight from the decoder's planes
-    (`size` is `(width, height)`), so a full-resolution RGB copy is never made. Frame indices
+    (`size` is the displayed `(width, height)`), so a full-resolution RGB copy is never made,
+    and turned upright when the stream carries a rotation. Frame indices
     count decoded frames from the start of the stream, which is what scene detection and the
     manifests use; with `seek`, decoding starts at the key frame before `start_frame` (located
     through the stream's time base and fps) and indices are recovered from presentation times.
     `fast` decodes for analysis only (see FAST_DECODE).
     """
     container, stream = open_video(path, fast=fast)
+    scaler = VideoReformatter()
     try:
         index = 0
         fps = stream.guessed_rate or stream.average_rate
@@ -106,10 +109,16 @@ def iter_frames(
             if index >= start_frame:
                 if end_frame is not None and index >= end_frame:
                     break
-                if size is not None:
-                    img = frame.to_ndarray(width=size[0], height=size[1], format=fmt)
-                else:
-                    img = frame.to_ndarray(format=fmt)
+                # The display matrix says how a player turns the picture (counter-clockwise
+                # degrees); frames come out as displayed, `size` being the displayed size.
+                turns = int(round(frame.rotation or 0)) // 90 % 4
+                w, h = size if size else (None, None)
+                if turns % 2 and size:
+                    w, h = h, w
+                # One reformatter for the whole stream: its scaler is set up once, not per frame.
+                img = scaler.reformat(frame, width=w, height=h, format=fmt).to_ndarray()
+                if turns:
+                    img = np.ascontiguousarray(np.rot90(img, turns))
                 yield index, img
             index += 1
     finally:
