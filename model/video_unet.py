@@ -76,6 +76,11 @@ class VideoUNet(ModelMixin, ConfigMixin):
         rope_theta: float = 10000.0,
     ):
         super().__init__()
+        self._build(unet2d_config, conditioning, temporal_conv, alpha_merge, alpha_init, rope_theta)
+
+    def _build(self, unet2d_config, conditioning, temporal_conv, alpha_merge, alpha_init, rope_theta) -> None:
+        # Not part of __init__ so that a subclass with its own registered config builds the same
+        # network without registering its config twice.
         if unet2d_config is None:
             raise ValueError("unet2d_config is required: build with VideoUNet.from_unet2d(unet2d) or from_pretrained(folder)")
         if conditioning not in CONDITIONINGS:
@@ -246,7 +251,8 @@ class VideoSRUNet(VideoUNet):
         alpha_init: float = 0.5,
         rope_theta: float = 10000.0,
     ):
-        super().__init__(unet2d_config, conditioning, temporal_conv, alpha_merge, alpha_init, rope_theta)
+        ModelMixin.__init__(self)
+        self._build(unet2d_config, conditioning, temporal_conv, alpha_merge, alpha_init, rope_theta)
         if self.unet2d.config.num_class_embeds is None and self.unet2d.config.class_embed_type is None:
             raise ValueError("VideoSRUNet needs an upscaler UNet with a noise-level class embedding (num_class_embeds)")
         self.freeze_spatial()

@@ -94,13 +94,6 @@ class MixLog:
                 self.totals[self.names.index(name)] = count
 
 
-def model_config(unet) -> dict:
-    """The UNet's config for rebuilding it with `from_config`. A loaded VideoSRUNet lists every key
-    in `_use_default_values` (its constructor registers its config twice), which `from_config` would
-    drop, so that bookkeeping key is left out."""
-    return {k: v for k, v in unet.config.items() if k != "_use_default_values"}
-
-
 def seed_for(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -221,7 +214,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     if config.ema.enabled:
         ema = EMAModel(unet.parameters(), decay=config.ema.decay, update_after_step=config.ema.update_after_step,
                        use_ema_warmup=config.ema.use_warmup, inv_gamma=config.ema.inv_gamma, power=config.ema.power,
-                       model_cls=type(unet), model_config=model_config(unet))
+                       model_cls=type(unet), model_config=dict(unet.config))
         ema.to(accelerator.device)
 
     # 4. checkpoints as save_pretrained folders: the hooks replace accelerate's own model files
