@@ -22,14 +22,22 @@ test: setup
 demo: setup
 	$(VENV)/bin/lavie-curate samples $(DEMO)/raw --bad
 	$(VENV)/bin/lavie-curate run $(DEMO)/raw -c configs/curate.yaml -o $(DEMO)/curated
-	$(PY) -c "from lavie.model.tiny import build_tiny_components as b; [b('$(DEMO)/tiny/' + s, stage=s) for s in ('base', 'interp', 'vsr')]"
-	$(VENV)/bin/lavie-sample "a red bus on a bridge" --base $(DEMO)/tiny/base --interp $(DEMO)/tiny/interp --vsr $(DEMO)/tiny/vsr --steps 2 --seed 0 -o $(DEMO)/sample.mp4
-	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), sample.mp4"
+	$(VENV)/bin/lavie-curate import webvid $(DEMO)/raw/webvid.csv --root $(DEMO)/raw --probe -o $(DEMO)/webvid
+	$(VENV)/bin/lavie-curate import laion $(DEMO)/raw/laion.parquet -o $(DEMO)/laion
+	$(VENV)/bin/lavie-train --stage base -c configs/train/tiny-base.yaml output_dir=$(DEMO)/runs/base
+	$(VENV)/bin/lavie-train --stage interp -c configs/train/tiny-interp.yaml output_dir=$(DEMO)/runs/interp model.pretrained=$(DEMO)/runs/base/final model.tiny=false
+	$(VENV)/bin/lavie-train --stage vsr -c configs/train/tiny-vsr.yaml output_dir=$(DEMO)/runs/vsr
+	$(VENV)/bin/lavie-sample "a slow zoom into a colourful Mandelbrot fractal" --base $(DEMO)/runs/base/final \
+	    --interp $(DEMO)/runs/interp/final --vsr $(DEMO)/runs/vsr/final --steps 2 --seed 0 -o $(DEMO)/sample.mp4 --grid $(DEMO)/sample.png
+	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), runs/ (checkpoints), sample.mp4"
 
 bench: setup
 	$(PY) benchmarks/scenes.py
 	$(PY) benchmarks/large_manifest.py
 	$(PY) benchmarks/unet.py
+	$(PY) benchmarks/curate.py
+	$(PY) benchmarks/dataloader.py
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -246,7 +246,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         result = importers.import_webvid(args.source, args.out, video_root=args.root, probe=args.probe)
     else:
         result = importers.import_laion(args.source, args.out, image_root=args.root)
-    print(f"import {args.format}: {result}")
+    print(f"import {args.format}: {result.line()}")
     return 0
 
 

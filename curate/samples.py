@@ -58,6 +58,20 @@ SOURCES = {
 }
 
 
+# What each synthetic source shows, in the words an annotator would use. They caption the
+# WebVid-style and LAION-style corpora written beside the videos (descriptions of known content).
+DESCRIPTIONS = {
+    "testsrc2": "a test pattern of colour bars with a moving gradient and a frame counter",
+    "mandelbrot": "a slow zoom into a colourful Mandelbrot fractal",
+    "life": "yellow cells of Conway's game of life growing and dying on a blue background",
+    "cellauto": "a black and white cellular automaton pattern scrolling upwards",
+    "gradients": "smooth colour gradients slowly turning across the screen",
+    "smptehdbars": "SMPTE high definition colour bars test signal",
+    "noise_red": "a red screen covered in flickering grain",
+    "noise_green": "a green screen covered in flickering grain",
+}
+
+
 def sample_specs() -> list[SampleVideo]:
     """The sample set. Frame counts are small so that the whole set curates in seconds."""
     return [
@@ -170,9 +184,49 @@ def make_samples(out_dir: str | os.PathLike, bad: bool = False) -> dict:
             os.replace(tmp, path)
     with open(out_dir / "cuts.json", "w") as fh:
         json.dump(truth, fh, indent=2, sort_keys=True)
+    write_corpora(out_dir)
     if bad:
         make_bad_inputs(out_dir / "bad")
     return truth
+
+
+def write_corpora(out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """A WebVid-style CSV over the sample videos and a LAION-style image Parquet, both captioned.
+
+    `webvid.csv` (`videoid,name,page_dir,duration`: the video is `<page_dir>/<videoid>.mp4`) and
+    `laion.parquet` (`path,caption,width,height` of one still per synthetic source under
+    `images/`): what `lavie-curate import webvid|laion` reads, so that the trainer's curriculum
+    can mix them as LaVie mixes WebVid10M and LAION-5B (App. C).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    lines = ["videoid,name,page_dir,duration"]
+    for video in sample_specs():
+        folder, name = video.name.rsplit("/", 1)
+        caption = ", then ".join(dict.fromkeys(DESCRIPTIONS[shot.source] for shot in video.shots))
+        seconds = int(sum(shot.frames for shot in video.shots) / float(Fraction(video.rate)))
+        lines.append(f'{Path(name).stem},"{caption}",{folder},PT00H00M{seconds:02d}S')
+    webvid = out_dir / "webvid.csv"
+    webvid.write_text("\n".join(lines) + "\n")
+
+    images = out_dir / "images"
+    images.mkdir(exist_ok=True)
+    rows = {"path": [], "caption": [], "width": [], "height": []}
+    for source, caption in DESCRIPTIONS.items():
+        png = images / f"{source}.png"
+        if not png.exists():
+            graph = SOURCES[source].format(size="320x192", rate="25")
+            _run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
+                  "-vf", "select=eq(n\\,12)", "-frames:v", "1", str(png)])
+        rows["path"].append(f"images/{png.name}")
+        rows["caption"].append(caption)
+        rows["width"].append(320)
+        rows["height"].append(192)
+    laion = out_dir / "laion.parquet"
+    pq.write_table(pa.table(rows), laion)
+    return webvid, laion
 
 
 def make_bad_inputs(out_dir: str | os.PathLike) -> dict[str, str]:
