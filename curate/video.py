@@ -78,6 +78,7 @@ def iter_frames(
     end_frame: int | None = None,
     seek: bool = True,
     fast: bool = False,
+    only: set[int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(frame_index, image)` for frames `[start_frame, end_frame)` in decode order.
 
@@ -87,7 +88,8 @@ def iter_frames(
     count decoded frames from the start of the stream, which is what scene detection and the
     manifests use; with `seek`, decoding starts at the key frame before `start_frame` (located
     through the stream's time base and fps) and indices are recovered from presentation times.
-    `fast` decodes for analysis only (see FAST_DECODE).
+    `fast` decodes for analysis only (see FAST_DECODE). With `only`, frames outside that set
+    are decoded (they must be, for prediction) but neither converted nor yielded.
     """
     container, stream = open_video(path, fast=fast)
     scaler = VideoReformatter()
@@ -106,9 +108,9 @@ def iter_frames(
                 # Position after a seek: from the frame's presentation time.
                 t = float((frame.pts - (stream.start_time or 0)) * stream.time_base)
                 index = int(round(t * float(fps)))
-            if index >= start_frame:
-                if end_frame is not None and index >= end_frame:
-                    break
+            if end_frame is not None and index >= end_frame:
+                break
+            if index >= start_frame and (only is None or index in only):
                 # The display matrix says how a player turns the picture (counter-clockwise
                 # degrees); frames come out as displayed, `size` being the displayed size.
                 turns = int(round(frame.rotation or 0)) // 90 % 4
@@ -139,9 +141,9 @@ def read_frames(
     if not wanted:
         raise ValueError("read_frames needs at least one frame index")
     got: dict[int, np.ndarray] = {}
-    for index, img in iter_frames(path, size, fmt, start_frame=wanted[0], end_frame=wanted[-1] + 1):
-        if index in wanted:
-            got[index] = img
+    for index, img in iter_frames(path, size, fmt, start_frame=wanted[0], end_frame=wanted[-1] + 1,
+                                  only=set(wanted)):
+        got[index] = img
     missing = [i for i in wanted if i not in got]
     if missing:
         raise ValueError(f"{path}: frames {missing[:5]} could not be decoded (file shorter than its manifest says?)")
