@@ -37,3 +37,13 @@ def scenes_out(samples_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scenes")
     run_scenes(samples_dir, out, CurateConfig(), progress=False)
     return out
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps its state in class attributes: reset it after each in-process training run."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
