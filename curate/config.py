@@ -75,6 +75,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads `1e-4` (no dot) as a string; take it as the number it spells.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ValueError(f"{where} must be a number, got {value!r}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
