@@ -239,9 +239,11 @@ def run_clip_stages(
             if todo.num_rows == 0:
                 continue
             written: set[str] = set()
-            blocks = runner.map_stages(todo, specs) if specs else iter([todo])
             if specs:
                 runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
+                blocks = runner.map_stages(todo, specs)
+            else:
+                blocks = iter([todo])
             for block in blocks:
                 first = min(block.column(ORDER_COLUMN).to_pylist())
                 store.write(block, name=f"part-{first:012d}-{uuid.uuid4().hex[:8]}")
