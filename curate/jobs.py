@@ -116,17 +116,11 @@ def run_scenes(
     # 2. Run the scenes stage over the videos still to do: one actor per CPU of the Ray this
     #    run is on (a whole cluster, when it joined one), unless `workers` says otherwise.
     if todo:
-        sc = config.scenes
         runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)
         workers = config.distribution.workers or runner.cluster_cpus()
         spec = runner.StageSpec(
             name="scenes",
-            kwargs=dict(
-                clips_dir=str((out_dir / "clips").resolve()), detector=sc.detector,
-                threshold=sc.threshold, min_scene_len=sc.min_scene_len,
-                downscale_width=sc.downscale_width, min_frames=sc.min_frames,
-                max_seconds=sc.max_seconds, cut=sc.cut, crf=sc.crf, preset=sc.preset,
-            ),
+            kwargs=dict(clips_dir=str((out_dir / "clips").resolve()), **asdict(config.scenes)),
             concurrency=min(len(todo), workers),
             batch_size=config.distribution.batch_size,
         )
