@@ -161,17 +161,23 @@ class AspectFilter(Filter):
             return [None] * n
         with np.errstate(divide="ignore", invalid="ignore"):
             aspect = width / height
-        lo = -np.inf if self.min_aspect is None else self.min_aspect
-        hi = np.inf if self.max_aspect is None else self.max_aspect
-        out = []
-        for a in aspect:
-            if not np.isfinite(a) or lo <= a <= hi:
-                out.append(None)
-            elif a < lo:
-                out.append(f"aspect: {a:.3f} < {_fmt(lo)}")
-            else:
-                out.append(f"aspect: {a:.3f} > {_fmt(hi)}")
-        return out
+        return range_reasons("aspect", aspect, self.min_aspect, self.max_aspect, "{:.3f}")
+
+
+def range_reasons(kind: str, values: np.ndarray, low: float | None, high: float | None,
+                  fmt: str, unit: str = "") -> list[str | None]:
+    """Reasons for values outside [low, high] (None: open side); unknown values pass."""
+    lo = -np.inf if low is None else low
+    hi = np.inf if high is None else high
+    out = []
+    for v in values:
+        if not np.isfinite(v) or lo <= v <= hi:
+            out.append(None)
+        elif v < lo:
+            out.append(f"{kind}: {fmt.format(v)}{unit} < {_fmt(lo)}{unit}")
+        else:
+            out.append(f"{kind}: {fmt.format(v)}{unit} > {_fmt(hi)}{unit}")
+    return out
 
 
 @register_filter("frames")
@@ -211,17 +217,7 @@ class DurationFilter(Filter):
     kinds = ("video",)
 
     def reasons(self, batch, n):
-        lo = -np.inf if self.min_seconds is None else self.min_seconds
-        hi = np.inf if self.max_seconds is None else self.max_seconds
-        out = []
-        for s in clip_seconds(batch, n):
-            if s != s or lo <= s <= hi:
-                out.append(None)
-            elif s < lo:
-                out.append(f"duration: {s:.2f} s < {_fmt(lo)} s")
-            else:
-                out.append(f"duration: {s:.2f} s > {_fmt(hi)} s")
-        return out
+        return range_reasons("duration", clip_seconds(batch, n), self.min_seconds, self.max_seconds, "{:.2f}", " s")
 
 
 @register_filter("aesthetic")
