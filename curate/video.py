@@ -86,28 +86,30 @@ def iter_frames(
     (`size` is the displayed `(width, height)`), so a full-resolution RGB copy is never made,
     and turned upright when the stream carries a rotation. Frame indices
     count decoded frames from the start of the stream, which is what scene detection and the
-    manifests use; with `seek`, decoding starts at the key frame before `start_frame` (located
-    through the stream's time base and fps) and indices are recovered from presentation times.
+    manifests use; with `seek`, decoding starts at the key frame before `start_frame`, found
+    through the stream's presentation times (`frame_timeline`), which also give every decoded
+    frame's index.
     `fast` decodes for analysis only (see FAST_DECODE). With `only`, frames outside that set
     are decoded (they must be, for prediction) but neither converted nor yielded.
     """
+    timeline = frame_timeline(path) if seek and start_frame > 0 else None
+    if timeline is not None and len(timeline) <= start_frame:
+        return
     container, stream = open_video(path, fast=fast)
     scaler = VideoReformatter()
     try:
         index = 0
-        fps = stream.guessed_rate or stream.average_rate
-        if seek and start_frame > 0 and fps:
-            # Seek a little before the target so that rounding of timestamps cannot skip it.
-            target_s = max(0.0, (start_frame - 2) / float(fps))
-            base = stream.start_time or 0
-            offset = base + int(target_s / float(stream.time_base))
-            container.seek(offset, stream=stream, backward=True, any_frame=False)
+        if timeline is not None:
+            # Seek to the key frame at or before a frame a little ahead of the target (by its
+            # own timestamp, exact also for variable frame rate), then find each decoded
+            # frame's index by its timestamp in the stream's sorted presentation times.
+            container.seek(int(timeline[max(0, start_frame - 2)]), stream=stream, backward=True, any_frame=False)
             index = None
         for frame in container.decode(stream):
             if index is None:
-                # Position after a seek: from the frame's presentation time.
-                t = float((frame.pts - (stream.start_time or 0)) * stream.time_base)
-                index = int(round(t * float(fps)))
+                if frame.pts is None:
+                    raise ValueError(f"{path}: frames carry no timestamps, cannot seek; decode with seek=False")
+                index = int(np.searchsorted(timeline, frame.pts))
             if end_frame is not None and index >= end_frame:
                 break
             if index >= start_frame and (only is None or index in only):
@@ -125,6 +127,26 @@ def iter_frames(
             index += 1
     finally:
         container.close()
+
+
+@functools.lru_cache(maxsize=512)
+def _timeline(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    container, stream = open_video(path, threads=False)
+    try:
+        pts = [p.pts if p.pts is not None else p.dts for p in container.demux(stream) if p.size]
+    finally:
+        container.close()
+    return np.sort(np.asarray([t for t in pts if t is not None], dtype=np.int64))
+
+
+def frame_timeline(path: str | os.PathLike) -> np.ndarray:
+    """Sorted presentation timestamps of a file's video frames (stream time base): frame i's pts.
+
+    Read by demuxing only (no decoding) and cached per file version, so a loader that reads many
+    clips of one source demuxes it once.
+    """
+    st = os.stat(path)
+    return _timeline(str(path), st.st_size, st.st_mtime_ns)
 
 
 def read_frames(
