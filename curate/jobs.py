@@ -8,6 +8,7 @@ and the run journal (`.parts/`). Re-running a job on the same folder resumes it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -29,6 +30,7 @@ from lavie.curate.manifest import (
 )
 
 SUMMARY_FILE = "summary.json"
+log = logging.getLogger(__name__)
 
 
 def discover(raw_dir: str | os.PathLike, extensions: list[str], skip: list[Path] | None = None) -> list[Path]:
@@ -103,15 +105,20 @@ def run_scenes(
     done = videos.done()
 
     files = discover(raw_dir, config.input.extensions, skip=[out_dir])
-    todo = []
+    todo, seen = [], set()
     for path in files:
         vid = video_id_for(path, _size(path))
+        if vid in seen:
+            # A link to a file already listed (the id is that of the resolved file): one row.
+            log.warning("%s is the same file as one already listed; taken once", path)
+            continue
+        seen.add(vid)
         if vid in done:
             continue
         category = category_of(path, raw_dir) if config.input.category_from_folder else None
         todo.append({"source_path": str(path), "video_id": vid, "category": category})
     todo_ids = {r["video_id"] for r in todo}
-    skipped = len(files) - len(todo)
+    skipped = len(seen) - len(todo)
 
     # 2. Run the scenes stage over the videos still to do: one actor per CPU of the Ray this
     #    run is on (a whole cluster, when it joined one), unless `workers` says otherwise.

@@ -454,7 +454,8 @@ class PartStore:
         return write_part(rows, self.parts_dir, self.table, name or f"part-{uuid.uuid4().hex}")
 
     def drop_parts_except(self, names: set[str]) -> int:
-        """Remove parts whose name is not in `names` (orphans of a killed run)."""
+        """Remove parts whose name is not in `names` (orphans of a killed run), and temp files."""
+        clean_partials(self.parts_dir)
         n = 0
         for name in self.part_names() - names:
             (self.parts_dir / f"{name}.parquet").unlink(missing_ok=True)
@@ -477,6 +478,8 @@ class PartStore:
             write_manifest(tbl, self.manifest_path, self.table)
             return tbl
         files = _parquet_files(self.parts_dir) if self.parts_dir.exists() else []
+        for stale in self.out_dir.glob(f".{self.table}.*.tmp"):  # left by a killed consolidation
+            stale.unlink(missing_ok=True)
         tmp = self.out_dir / f".{self.table}.{uuid.uuid4().hex}.tmp"
         with _atomic_output(self.manifest_path, tmp):
             rows = self._write_consolidated(files, tmp)

@@ -137,6 +137,9 @@ def map_stages(rows: pa.Table, specs: list[StageSpec], rows_per_block: int | Non
     num_blocks = max(1, min(rows.num_rows, -(-rows.num_rows // rows_per_block)))
     step = -(-rows.num_rows // num_blocks)
     ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
+    # Blocks must leave in input order: each written part then covers one contiguous range of
+    # input rows, which is what lets the streamed consolidation restore the input's order.
+    ds.context.execution_options.preserve_order = True
     for spec in specs:
         ds = ds.map_batches(
             _StageActor,

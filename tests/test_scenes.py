@@ -328,3 +328,17 @@ def test_frames_of_a_rotated_source_come_out_upright(scenes_out):
     assert np.abs(from_source - from_clip).mean() < 3  # re-encode noise only
     small = read_frames(clip["source_path"], [3], size=(96, 160))
     assert small.shape == (1, 160, 96, 3)
+
+
+def test_a_link_to_a_listed_file_is_taken_once(tmp_path, samples_dir):
+    from lavie.curate.config import CurateConfig, ScenesConfig
+    from lavie.curate.jobs import run_scenes
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    os.symlink(samples_dir / "Sports" / "bars_360p_30.mp4", raw / "a.mp4")
+    os.symlink(raw / "a.mp4", raw / "b.mp4")
+    summary = run_scenes(raw, tmp_path / "out", CurateConfig(scenes=ScenesConfig(cut="virtual")), progress=False)
+    assert summary.videos == 1 and summary.videos_ok == 1
+    clips = read_manifest(tmp_path / "out").to_pylist()
+    assert len(clips) == 4 and len({c["clip_id"] for c in clips}) == 4
