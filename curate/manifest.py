@@ -486,10 +486,25 @@ class PartStore:
             os.replace(tmp, self.manifest_path)
         return rows
 
+    def _union_schema(self, files: list[Path]) -> pa.Schema:
+        """Every column any part has (parts of a resumed run may come from a longer stage chain),
+        typed as declared, else as the first part that gives it a non-null type."""
+        fields: dict[str, pa.DataType] = {f.name: f.type for f in conform([], self.table).schema}
+        for f in files:
+            for field in pq.read_schema(f):
+                if field.name == ORDER_COLUMN:
+                    continue
+                known = fields.get(field.name)
+                if known is None or pa.types.is_null(known):
+                    fields[field.name] = declared_type(field.name) or field.type
+        return pa.schema([pa.field(name, typ) for name, typ in fields.items()],
+                         metadata=conform([], self.table).schema.metadata)
+
     def _write_consolidated(self, files: list[Path], tmp: Path) -> int:
         seen: set[str] = set()
         writer = None
         rows = 0
+        schema = self._union_schema(files)
         try:
             for f in files:
                 tbl = conform(pq.read_table(f), self.table)
@@ -501,9 +516,9 @@ class PartStore:
                 if len(fresh) != len(keys):
                     tbl = tbl.take(fresh)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, tbl.schema)
-                elif tbl.schema != writer.schema:
-                    tbl = _align(tbl, writer.schema)
+                    writer = pq.ParquetWriter(tmp, schema)
+                if tbl.schema != schema:
+                    tbl = _align(tbl, schema)
                 writer.write_table(tbl)
                 rows += tbl.num_rows
             if writer is None:
