@@ -49,12 +49,14 @@ class SampleVideo:
 SOURCES = {
     "testsrc2": "testsrc2=size={size}:rate={rate}",
     "mandelbrot": "mandelbrot=size={size}:rate={rate}",
-    "life": "life=size={size}:rate={rate}:mold=10:ratio=0.2:death_color=#202080:life_color=#e0c040",
+    "life": "life=size={size}:rate={rate}:mold=10:ratio=0.2:seed=5:death_color=#202080:life_color=#e0c040",
     "cellauto": "cellauto=size={size}:rate={rate}:rule=110:random_fill_ratio=0.5:seed=7",
-    "gradients": "gradients=size={size}:rate={rate}:speed=0.02:seed=3",
+    # Every random choice pinned (points, colours, seeds): the same bytes on every run.
+    "gradients": "gradients=size={size}:rate={rate}:speed=0.02:seed=3:x0=0:y0=0:x1=160:y1=90:"
+                 "nb_colors=3:c0=#3050d0:c1=#e0a020:c2=#20c080",
     "smptehdbars": "smptehdbars=size={size}:rate={rate}",
-    "noise_red": "color=c=#b03020:size={size}:rate={rate},noise=alls=25:allf=t+u",
-    "noise_green": "color=c=#20a040:size={size}:rate={rate},noise=alls=25:allf=t+u",
+    "noise_red": "color=c=#b03020:size={size}:rate={rate},noise=alls=25:allf=t+u:all_seed=7",
+    "noise_green": "color=c=#20a040:size={size}:rate={rate},noise=alls=25:allf=t+u:all_seed=11",
 }
 
 

@@ -236,15 +236,15 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, samples_dir, scenes_out
     parts = out / ".parts" / "videos"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if parts.exists() and len(list(parts.glob("*.parquet"))) >= 2:
+        if parts.exists() and any(parts.glob("*.parquet")):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = len(list(parts.glob("*.parquet")))
-    assert 0 < done_before < 12
-    assert not (out / "clips.parquet").exists()
+    assert done_before > 0
+    assert not (out / "clips.parquet").exists()  # killed before the run could finish
 
     assert curate_main(["scenes", str(samples_dir), "-o", str(out), "--no-progress"]) == 0
 
