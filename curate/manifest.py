@@ -14,10 +14,9 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
@@ -397,15 +396,6 @@ def dedupe(tbl: pa.Table, key: str) -> pa.Table:
     if len(last) == len(keys):
         return tbl
     return tbl.take(sorted(last.values()))
-
-
-def to_rows(tbl: pa.Table) -> list[dict]:
-    return tbl.to_pylist()
-
-
-def iter_chunks(items: list, size: int) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 ORDER_COLUMN = "_order"  # input row index, carried through stages so outputs keep input order

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from lavie.curate.cli import main as curate_main
 from lavie.curate.config import CurateConfig, load_config
