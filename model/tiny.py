@@ -1,10 +1,11 @@
 """Tiny random pipeline folders for CPU tests, the demo and training smoke runs.
 
-The presets in `configs/model/tiny-{base,interp,vsr}.yaml` shrink the SD 1.4 and SD x4 upscaler
+The presets `tiny-{base,interp,vsr}.yaml` (package data of `lavie.configs`, `configs/model/` in a
+checkout, read through `importlib.resources` so an installed wheel finds them too) shrink the SD 1.4 and SD x4 upscaler
 layouts. `build_tiny_components` builds every component of a stage from its preset (a tiny CLIP
 text model with a locally built byte-level tokenizer, a tiny VAE, a tiny image UNet inflated to a
-`VideoUNet` / `VideoSRUNet`, the scheduler) and saves them with `save_pretrained` into a folder laid
-out like a diffusers pipeline folder, so tiny and real models load through the same code:
+`VideoUNet` / `VideoSRUNet`, the scheduler) and writes them as a stage folder (the stage pipeline's
+`save_pretrained`), so tiny and real models load through the same code:
 
     from lavie.model.tiny import build_tiny_components
     base_dir = build_tiny_components("runs/tiny/base", stage="base")
@@ -13,7 +14,7 @@ out like a diffusers pipeline folder, so tiny and real models load through the s
 Nothing here touches a model hub.
 """
 
-import json
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -26,21 +27,25 @@ from tokenizers.pre_tokenizers import ByteLevel
 from .video_unet import VideoSRUNet, VideoUNet
 
 STAGES = ("base", "interp", "vsr")
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"
 SCHEDULER_CLASSES = {cls.__name__: cls for cls in (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler)}
 
 
 def load_preset(stage: str = "base", preset: str | Path | None = None) -> dict:
-    """The preset dict of a stage: `configs/model/tiny-{stage}.yaml` unless `preset` names a file."""
+    """The preset dict of a stage: the packaged `tiny-{stage}.yaml` unless `preset` names a file."""
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}: choose one of {STAGES}")
-    path = Path(preset) if preset is not None else PRESET_DIR / f"tiny-{stage}.yaml"
+    path = Path(preset) if preset is not None else preset_file(f"tiny-{stage}.yaml")
     if not path.is_file():
         raise FileNotFoundError(f"model preset {path} not found")
     config = yaml.safe_load(path.read_text())
     if config.get("stage") != stage:
         raise ValueError(f"preset {path} is for stage {config.get('stage')!r}, not {stage!r}")
     return config
+
+
+def preset_file(name: str):
+    """A model preset shipped with the package (`lavie.configs`, folder `model/`)."""
+    return resources.files("lavie.configs").joinpath("model", name)
 
 
 def build_tokenizer(model_max_length: int) -> CLIPTokenizer:
@@ -60,10 +65,11 @@ def build_tiny_components(out_dir: str | Path, stage: str = "base", preset: str 
         out_dir: folder to write; gets `unet/ vae/ text_encoder/ tokenizer/ scheduler/` (plus
             `low_res_scheduler/` for `"vsr"`) and a `model_index.json`.
         stage: `"base"`, `"interp"` or `"vsr"`.
-        preset: a preset YAML to use instead of `configs/model/tiny-{stage}.yaml`.
+        preset: a preset YAML to use instead of the packaged `tiny-{stage}.yaml`.
         seed: seed of the random weights (defaults to the preset's).
 
-    Returns the folder, ready for `lavie-sample --base/--interp/--vsr` or `lavie.pipelines.load_stage`.
+    Returns the folder, ready for `lavie-sample --base/--interp/--vsr`, `lavie.pipelines.load_stage`
+    or `LaVieTextToVideoPipeline.from_pretrained` (the class of its stage).
     """
     config = load_preset(stage, preset)
     out_dir = Path(out_dir)
@@ -89,21 +95,12 @@ def build_tiny_components(out_dir: str | Path, stage: str = "base", preset: str 
     # 4. schedulers
     schedulers = {name: _build_scheduler(config[name]) for name in ("scheduler", "low_res_scheduler") if name in config}
 
-    for name, component in [("tokenizer", tokenizer), ("text_encoder", text_encoder), ("vae", vae), ("unet", unet), *schedulers.items()]:
-        component.save_pretrained(out_dir / name)
-    index = {
-        "_class_name": f"LaVie{stage.capitalize()}Stage",
-        "stage": stage,
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "unet": ["lavie.model", video_cls.__name__],
-        **{name: ["diffusers", type(s).__name__] for name, s in schedulers.items()},
-    }
-    if "max_noise_level" in config:
-        index["max_noise_level"] = config["max_noise_level"]
-    (out_dir / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return out_dir
+    # 5. the stage folder, written by the stage's pipeline (model_index.json with its default recipe)
+    from lavie.pipelines import save_stage_folder  # the folder format belongs to the pipelines
+
+    recipe = {"max_noise_level": config["max_noise_level"]} if "max_noise_level" in config else None
+    return save_stage_folder(out_dir, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                             scheduler=schedulers["scheduler"], low_res_scheduler=schedulers.get("low_res_scheduler"), recipe=recipe)
 
 
 def _build_scheduler(config: dict):

@@ -7,8 +7,8 @@ import sys
 import torch
 
 from .cascade import CascadeOptions, CascadePipeline
-from .loading import ModelFolderError, load_stage
-from .stage import SCHEDULERS
+from .common import SCHEDULERS, make_scheduler
+from .loading import ModelFolderError, apply_lora, load_stage
 from .video_io import to_uint8_frames, write_grid, write_mp4
 
 DESCRIPTION = """\
@@ -23,6 +23,12 @@ Hugging Face hub id. Trained LaVie models are such folders. Real image models wo
       identity temporal layers, so frames are independent images until trained;
   --vsr stabilityai/stable-diffusion-x4-upscaler (or its local copy) does the same for the x4
       upscaler.
+Sampling defaults (steps, guidance, negative prompt; for --vsr the noise level and chunk size)
+come from each folder's recipe in model_index.json; the options below override them.
+Long videos (LaVie §4.4): --long K with a base folder trained by lavie-train --stage long makes K
+segments, each continuing from the last frame of the one before, then interpolates and upscales
+the whole video. Personalised videos (LaVie §4.4): --lora DIR applies a LoRA adapter saved by
+lavie-train --stage lora to the base model's spatial layers, weighted by --lora-scale.
 Tiny random folders for a CPU try-out: python -c "from lavie.model.tiny import build_tiny_components as b;
   [b(f'tiny/{s}', stage=s) for s in ('base', 'interp', 'vsr')]"
 """
@@ -40,17 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=16, help="base key frames (default 16)")
     p.add_argument("--height", type=int, help="base height in pixels (default: the UNet's sample size x the VAE factor)")
     p.add_argument("--width", type=int, help="base width in pixels (default as --height)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps of every stage (default 50)")
+    p.add_argument("--lora", metavar="DIR", help="LoRA adapter folder saved by lavie-train --stage lora, applied to the base model")
+    p.add_argument("--lora-scale", type=float, default=1.0, help="weight of the --lora adapter; 0 gives the base model (default 1.0)")
+    p.add_argument("--steps", type=int, help="denoising steps of every stage (default: each folder's recipe, else 50)")
     p.add_argument("--interp-steps", type=int, help="denoising steps of the interpolation stage (default --steps)")
     p.add_argument("--vsr-steps", type=int, help="denoising steps of the super-resolution stage (default --steps)")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default 7.5)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale; <= 1 disables it (default: the recipe, else 7.5)")
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler over each folder's noise schedule (default: the folder's own scheduler)")
-    p.add_argument("--noise-level", type=int, default=50, help="noise added to the low-resolution frames before super-resolution (default 50)")
-    p.add_argument("--vsr-window", type=int, default=8, help="frames per super-resolution window (default 8)")
-    p.add_argument("--vsr-overlap", type=int, default=2, help="frames shared by neighbouring windows (default 2)")
-    p.add_argument("--windows", type=int, default=1, help="extend the base video over this many windows; needs a base model trained with context frames (default 1)")
-    p.add_argument("--context-frames", type=int, default=2, choices=(1, 2), help="frames carried into the next window (default 2)")
-    p.add_argument("--context-guidance", type=float, default=1.0, help="context guidance scale for long videos (default 1.0)")
+    p.add_argument("--noise-level", type=int, help="noise added to the low-resolution frames before super-resolution (default: the recipe, else 50)")
+    p.add_argument("--vsr-window", type=int, help="frames per super-resolution chunk (default: the recipe, else 8)")
+    p.add_argument("--vsr-overlap", type=int, help="frames shared by neighbouring chunks (default: the recipe, else 2)")
+    p.add_argument("--long", type=int, default=1, metavar="K", help="make K segments recursively; needs a base model trained with --stage long (default 1)")
+    p.add_argument("--context-frames", type=int, default=1, choices=(1, 2), help="frames each --long segment continues from (default 1, LaVie's last frame)")
+    p.add_argument("--context-guidance", type=float, default=1.0, help="context guidance scale for long videos (Video LDM §3.2; default 1.0)")
     p.add_argument("--fps", type=int, default=8, help="frame rate of the base video; interpolation multiplies it by 4 (default 8)")
     p.add_argument("--seed", type=int, help="seed: the same seed and settings give the same video")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device (default: cuda when present)")
@@ -75,22 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype)
     for stage in stages.values():
         if args.scheduler:
-            stage.set_scheduler(args.scheduler)
+            stage.scheduler = make_scheduler(args.scheduler, stage.scheduler.config)
         stage.vae_chunk_size = args.vae_chunk
         if args.vae_slicing:
-            stage.enable_vae_slicing()
+            stage.vae.enable_slicing()
         if args.cpu_offload:
-            stage.enable_model_cpu_offload(args.device)
-            stage.to(dtype=dtype)
+            stage.to(dtype)
+            stage.enable_model_cpu_offload(device=args.device)
         else:
             stage.to(args.device, dtype)
+    if args.lora:
+        try:
+            apply_lora(stages["base"], args.lora, args.lora_scale)
+        except (ModelFolderError, ValueError) as err:
+            parser.error(str(err))
 
     cascade = CascadePipeline(stages["base"], stages.get("interp"), stages.get("vsr"))
     options = CascadeOptions(
         negative_prompt=args.negative_prompt, num_frames=args.num_frames, height=args.height, width=args.width,
         num_inference_steps=args.steps, guidance_scale=args.guidance_scale, interp_steps=args.interp_steps,
-        vsr_steps=args.vsr_steps, noise_level=args.noise_level, vsr_window=args.vsr_window, vsr_overlap=args.vsr_overlap,
-        num_windows=args.windows, num_context=args.context_frames, context_guidance_scale=args.context_guidance, seed=args.seed,
+        vsr_steps=args.vsr_steps, noise_level=args.noise_level, vsr_chunk_size=args.vsr_window, vsr_chunk_overlap=args.vsr_overlap,
+        long_segments=args.long, num_context=args.context_frames, context_guidance_scale=args.context_guidance, seed=args.seed,
     )
     try:
         video = cascade(args.prompt, options)  # (1, 3, T, H, W)

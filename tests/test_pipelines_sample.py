@@ -16,12 +16,13 @@ from PIL import Image
 from lavie.model import VideoUNet
 from lavie.model.tiny import build_tiny_components
 from lavie.pipelines import (
-    InterpolationPipeline,
+    LaVieInterpolationPipeline,
+    LaVieTextToVideoPipeline,
+    LaVieVideoSuperResolutionPipeline,
     ModelFolderError,
-    TextToVideoPipeline,
-    VideoSuperResolutionPipeline,
     frame_windows,
     load_stage,
+    make_scheduler,
 )
 from lavie.pipelines.cli import main
 
@@ -102,37 +103,38 @@ def test_image_unet_folder_is_inflated(tiny_dirs, tmp_path):
     unet2d = UNet2DConditionModel.from_config({k: v for k, v in video_unet.config["unet2d_config"].items() if not k.startswith("_")})
     unet2d.save_pretrained(folder / "unet")
     stage = load_stage(folder, "base")
-    assert isinstance(stage, TextToVideoPipeline) and isinstance(stage.unet, VideoUNet)
+    assert isinstance(stage, LaVieTextToVideoPipeline) and isinstance(stage.unet, VideoUNet)
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "dpm++", "euler"])
 def test_base_stage_with_each_scheduler(tiny_dirs, scheduler):
     stage = load_stage(tiny_dirs["base"], "base")
-    stage.set_scheduler(scheduler)
-    video = stage("a dog", num_frames=4, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
-    assert video.shape == (1, 3, 4, 16, 16) and torch.isfinite(video).all()
+    stage.scheduler = make_scheduler(scheduler, stage.scheduler.config)
+    video = stage("a dog", num_frames=4, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 4, 16, 16, 3) and np.isfinite(video).all()
     with pytest.raises(ValueError, match="ddim"):
-        stage.set_scheduler("pndm-ish")
+        make_scheduler("pndm-ish", stage.scheduler.config)
 
 
 def test_cpu_offload_gives_same_video(tiny_dirs):
     stage = load_stage(tiny_dirs["base"], "base")
-    plain = stage("a dog", num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(1))
-    stage.enable_model_cpu_offload("cpu")
+    plain = stage("a dog", num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").frames
+    stage.enable_model_cpu_offload(device="cpu")
     stage.vae_chunk_size = 1
-    offloaded = stage("a dog", num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(1))
+    offloaded = stage("a dog", num_frames=3, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").frames
     torch.testing.assert_close(plain, offloaded)
 
 
 def test_interpolation_and_super_resolution_stages(tiny_dirs):
     interp = load_stage(tiny_dirs["interp"], "interp")
     vsr = load_stage(tiny_dirs["vsr"], "vsr")
-    assert isinstance(interp, InterpolationPipeline) and isinstance(vsr, VideoSuperResolutionPipeline)
+    assert isinstance(interp, LaVieInterpolationPipeline) and isinstance(vsr, LaVieVideoSuperResolutionPipeline)
     key_frames = torch.rand(1, 3, 3, 16, 16) * 2 - 1
-    dense = interp("waves", key_frames, num_inference_steps=2, factor=4)
-    assert dense.shape == (1, 3, 9, 16, 16)
-    large = vsr("waves", dense[:, :, :5, :8, :12], num_inference_steps=2, window=3, overlap=1, noise_level=20)
-    assert large.shape == (1, 3, 5, 32, 48)
+    dense = interp("waves", key_frames, num_inference_steps=2, factor=4, output_type="pt").frames  # (B, T, 3, H, W) in [0, 1]
+    assert dense.shape == (1, 9, 3, 16, 16)
+    low = dense.permute(0, 2, 1, 3, 4)[:, :, :5, :8, :12] * 2 - 1
+    large = vsr("waves", low, num_inference_steps=2, chunk_size=3, chunk_overlap=1, noise_level=20, output_type="pil").frames
+    assert len(large[0]) == 5 and large[0][0].size == (48, 32)
     with pytest.raises(ValueError, match="noise_level"):
         vsr("waves", dense, noise_level=10_000)
 
@@ -152,10 +154,10 @@ def test_long_video_extends_from_last_frames(tiny_dirs):
     base.unet = base.unet.with_conditioning("context").eval()
     seen_masks = []
     base.unet.register_forward_pre_hook(lambda m, args, kwargs: seen_masks.append(kwargs["cond"][0, -1, :, 0, 0].tolist()), with_kwargs=True)
-    video = base.generate_long("a train", num_windows=3, num_context=2, num_frames=5, num_inference_steps=2,
-                               guidance_scale=3.0, context_guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
-    assert video.shape == (1, 3, 5 + 2 * 3, 16, 16)
+    video = base.generate_long("a train", num_segments=3, num_context=2, num_frames=5, num_inference_steps=2,
+                               guidance_scale=3.0, context_guidance_scale=2.0, generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 5 + 2 * 3, 16, 16, 3)
     assert [1.0, 1.0, 0.0, 0.0, 0.0] in seen_masks  # later windows see two context frames
     assert seen_masks[0] == [0.0] * 5  # the first window starts from none
     with pytest.raises(ValueError, match="context"):
-        load_stage(tiny_dirs["base"], "base").generate_long("a train", num_windows=2)
+        load_stage(tiny_dirs["base"], "base").generate_long("a train", num_segments=2)

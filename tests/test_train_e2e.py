@@ -133,9 +133,9 @@ def test_unknown_key_and_bad_value_are_errors(capsys, tmp_path):
 
 
 def test_nonfinite_losses_skip_steps_then_stop_with_checkpoint(manifests, tmp_path, monkeypatch, capsys):
-    import lavie.train.objective as objective
+    from lavie.train.stages.base import BaseStage
 
-    real = objective.base_loss
+    real = BaseStage.loss
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):  # finite, then NaN from the third call on
@@ -143,7 +143,7 @@ def test_nonfinite_losses_skip_steps_then_stop_with_checkpoint(manifests, tmp_pa
         calls["n"] += 1
         return (loss * float("nan"), parts) if calls["n"] >= 3 else (loss, parts)
 
-    monkeypatch.setattr("lavie.train.loop.base_loss", flaky)
+    monkeypatch.setattr(BaseStage, "loss", flaky)
     rc = train_main(["--stage", "base", "-c", str(ROOT / "configs/train/tiny-base.yaml"), f"output_dir={tmp_path}",
                      sources(manifests), "train.max_steps=20", "train.max_nonfinite_steps=3", "checkpoint.every=100"])
     assert rc == 3

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lavie.curate.config import load_config, save_config
 
-STAGES = ("base", "interp", "vsr")
+STAGES = ("base", "interp", "vsr", "long", "lora")  # built-in; lavie.train.stages.register_stage adds more
 KINDS = ("video", "image")
 CROPS = ("random", "center")
 PRECISIONS = ("fp32", "fp16", "bf16", "no")
@@ -51,7 +51,8 @@ class SourceConfig:
 class ModelConfig:
     pretrained: str | None = _f(None, "base: an SD 1.4-layout folder or hub id (image UNet inflated) or a base checkpoint; "
                                       "interp: a base checkpoint; vsr: the x4 upscaler folder or hub id, or a vsr checkpoint")
-    tiny: bool = _f(False, "build tiny random components from configs/model/tiny-<stage>.yaml instead of `pretrained`")
+    tiny: bool = _f(False, "build tiny random components from the packaged model preset tiny-<stage>.yaml "
+                           "(tiny-base for long and lora) instead of `pretrained`")
     temporal_conv: bool = _f(False, "when inflating an image UNet: add temporal 3D-conv residual blocks (Video LDM §3.1)")
     alpha_merge: bool = _f(False, "when inflating an image UNet: learned alpha*spatial + (1-alpha)*temporal merge (Video LDM §3.1)")
     train_spatial: bool = _f(True, "false: train the temporal layers only, spatial layers frozen (Video LDM §3.1 Eq. 2)")
@@ -88,6 +89,22 @@ class VSRConfig:
     max_noise_level: int | None = _f(None, "noise augmentation levels drawn in [0, max] (default: the model folder's, 350)")
     max_translation: float = _f(2.0, "image sources become clips by a random walk of the crop window, "
                                      "at most this many pixels per frame (LaVie App. C)")
+
+
+@dataclass
+class LongConfig:
+    num_context: list[int] = _f([1], "leading frames whose latents condition the model, one count drawn per batch: [1] is "
+                                     "LaVie's first-frame model (§4.4); [0, 1, 2] Video LDM's prediction model (§3.2)")
+    validation_segments: int = _f(2, "segments per validation video, each continuing from the last frame of the one before")
+
+
+@dataclass
+class LoraConfig:
+    rank: int = _f(4, "LoRA rank of the adapters on the spatial attention projections (to_q, to_k, to_v, to_out)")
+    alpha: float | None = _f(None, "LoRA alpha; the update is scaled by alpha / rank (default: rank)")
+    dropout: float = _f(0.0, "dropout on the LoRA branch")
+    max_translation: float = _f(0.0, "image sources become clips whose crop window moves at most this many pixels per frame; "
+                                     "0 repeats the image (its frames are trained as independent images)")
 
 
 @dataclass
@@ -152,13 +169,15 @@ class LoggingConfig:
 
 @dataclass
 class TrainConfig:
-    stage: str = _f("base", "base | interp | vsr (must match --stage)")
+    stage: str = _f("base", "base | interp | vsr | long | lora, or a registered stage (must match --stage)")
     output_dir: str = _f("runs/lavie", "run folder: config.yaml, checkpoints/, logs/, validation/, metrics.jsonl")
     seed: int = _f(0, "seed of data order, crops, noise, timesteps and caption dropout")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     interp: InterpConfig = field(default_factory=InterpConfig)
     vsr: VSRConfig = field(default_factory=VSRConfig)
+    long: LongConfig = field(default_factory=LongConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -172,8 +191,11 @@ def _choice(value, choices, key: str) -> None:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Check values the types cannot; a bad value is a ValueError naming the key and the choices."""
-    _choice(config.stage, STAGES, "stage")
+    """Check values the types cannot; a bad value is a ValueError naming the key and the choices.
+    Checks that belong to one stage are that stage's `check_config`."""
+    from .stages import get_stage  # the stage classes load torch; the config alone does not
+
+    stage = get_stage(config.stage)(config)
     _choice(config.data.crop, CROPS, "data.crop")
     _choice(config.train.mixed_precision, PRECISIONS, "train.mixed_precision")
     _choice(config.train.lr_scheduler, LR_SCHEDULERS, "train.lr_scheduler")
@@ -191,22 +213,11 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ValueError(f"data.sources[{i}] needs a name and a manifest")
     if len(set(names)) != len(names):
         raise ValueError(f"data.sources names must be unique, got {names}")
-    kinds = {s.kind for s in config.data.sources}
-    if "video" not in kinds and config.stage != "vsr":
+    needs = stage.data_needs()
+    if needs.needs_video and "video" not in {s.kind for s in config.data.sources}:
         raise ValueError(f"stage {config.stage} needs at least one source of kind video")
-    if config.stage == "interp":
-        if "image" in kinds:
-            raise ValueError("stage interp trains on videos only: remove the image sources")
-        k = config.interp.factor
-        if k < 1 or (config.data.num_frames - 1) % k:
-            raise ValueError(f"data.num_frames={config.data.num_frames} must be factor*(key frames-1)+1 for interp.factor={k} (e.g. 61 at 4)")
-    if config.stage == "base" and config.data.n_images > 0 and "image" not in kinds:
-        raise ValueError(f"data.n_images={config.data.n_images} needs an image source; set data.n_images=0 for video-only training")
-    if config.stage == "vsr":
-        if config.data.cache_latents:
-            raise ValueError("data.cache_latents is not available for stage vsr: it trains on pixels and their low-resolution copies")
-        if config.data.height % config.vsr.scale or config.data.width % config.vsr.scale:
-            raise ValueError(f"data.height and data.width must be multiples of vsr.scale={config.vsr.scale}")
+    if config.data.cache_latents and not needs.cache_latents:
+        raise ValueError(f"data.cache_latents is not available for stage {config.stage}")
     for key in ("num_frames", "batch_size", "height", "width"):
         if getattr(config.data, key) < 1:
             raise ValueError(f"data.{key} must be >= 1")
@@ -214,14 +225,29 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError("train.max_steps and train.gradient_accumulation_steps must be >= 1")
     if config.checkpoint.every < 1 or config.checkpoint.keep_last < 1:
         raise ValueError("checkpoint.every and checkpoint.keep_last must be >= 1")
+    stage.check_config()
     return config
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file, or the name of a packaged one: `tiny-base` or `tiny-base.yaml` reads
+    `lavie.configs` `train/tiny-base.yaml`, so an installed package runs from any folder."""
+    path = Path(path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    from lavie.configs import config_file
+
+    try:
+        return config_file("train", path.name if path.suffix else f"{path.name}.yaml")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config {str(path)!r}: no such file, nor a packaged train config of that name") from None
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None, stage: str | None = None) -> TrainConfig:
     """The config of `path` with overrides applied; `stage` (from --stage) must agree with the file."""
     if stage is not None:
         overrides = [f"stage={stage}"] + list(overrides or []) if path is None else list(overrides or [])
-    config = load_config(TrainConfig, path, overrides)
+    config = load_config(TrainConfig, None if path is None else resolve_config_path(path), overrides)
     if stage is not None and config.stage != stage:
         raise ValueError(f"--stage {stage} but the config says stage: {config.stage}")
     return validate(config)

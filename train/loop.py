@@ -3,11 +3,15 @@ frozen VAE and text encoder -> trainable video UNet -> EMA -> save/load hooks wr
 `save_pretrained` folders -> prepare -> the step loop with accumulation, clipping, logging,
 checkpoints and validation.
 
-A run folder holds `config.yaml`, `frozen/` (tokenizer, text encoder, VAE, schedulers: saved once),
-`checkpoints/checkpoint-<step>/` (`unet/`, `unet_ema/`, optimizer, LR scheduler, sampler and RNG
-states, links to `frozen/`: each checkpoint is itself a model folder that `lavie-sample` loads),
-`final/` (the EMA weights with copies of the frozen parts), `logs/` (TensorBoard),
-`metrics.jsonl` and `validation/step-<step>/*.mp4`.
+The loop knows no stage by name: what differs between stages (models, loss, data, validation,
+sampling pipeline, output folder) is the stage class's (`lavie.train.stages`).
+
+A run folder holds `config.yaml`, `frozen/` (tokenizer, text encoder, VAE, schedulers and the
+stage's `model_index.json`: saved once), `checkpoints/checkpoint-<step>/` (`unet/`, `unet_ema/`,
+optimizer, LR scheduler, sampler and RNG states, links to `frozen/`: each checkpoint is itself a
+stage folder that `lavie-sample` loads), `final/` (the EMA weights with copies of the frozen parts:
+a stage folder; for `lora`, the adapter alone), `logs/` (TensorBoard), `metrics.jsonl` and
+`validation/step-<step>/*.mp4`.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from .config import TrainConfig, save_train_config
-from .curriculum import CurriculumSampler, SourceSpec, Ticket, WeightSchedule
+from .curriculum import CurriculumSampler, SourceSpec, WeightSchedule
 from .data import ClipDataset, ClipGeometry, collate, load_source
 from .latent_cache import LatentCache, build_latent_cache
-from .models import FROZEN, StageModels, load_stage_models, save_frozen
-from .objective import base_loss, interp_loss, vsr_loss
+from .models import StageModels
+from .stages import TrainingStage, get_stage
 from .validation import load_clip_similarity, run_validation
 
 logger = logging.getLogger(__name__)
@@ -115,19 +119,21 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def build_data(config: TrainConfig, accelerator: Accelerator, models: StageModels, run_dir: Path):
+def build_data(config: TrainConfig, stage: TrainingStage, accelerator: Accelerator, models: StageModels, run_dir: Path):
     d = config.data
+    needs = stage.data_needs()
     geometry = ClipGeometry(d.num_frames, d.target_fps, d.height, d.width, "center" if d.cache_latents else d.crop)
     sources = [load_source(s.name, s.manifest, s.kind) for s in config.data.sources]
     specs = [SourceSpec(i, s.name, WeightSchedule(s.weight, f"data.sources[{i}].weight"), len(src), s.kind)
              for i, (s, src) in enumerate(zip(config.data.sources, sources))]
-    if config.stage == "vsr":  # images become clips by translation (LaVie App. C)
+    if needs.images == "clips":  # images become clips by translation (LaVie App. C)
         video_specs, image_specs, n_images = specs, [], 0
     else:
         video_specs = [s for s in specs if s.kind == "video"]
-        image_specs = [s for s in specs if s.kind == "image"]
-        n_images = d.n_images if config.stage == "base" else 0
-    dataset = ClipDataset(sources, geometry, images_as_clips=config.stage == "vsr", max_translation=config.vsr.max_translation,
+        image_specs = [s for s in specs if s.kind == "image"] if needs.images == "joint" else []
+        n_images = needs.n_images if needs.images == "joint" else 0
+    max_translation = config.lora.max_translation if config.stage == "lora" else config.vsr.max_translation
+    dataset = ClipDataset(sources, geometry, images_as_clips=needs.images == "clips", max_translation=max_translation,
                           max_retries=d.max_retries)
     if d.cache_latents:
         cache = LatentCache(d.cache_dir or run_dir / "latents", geometry.key)
@@ -147,21 +153,6 @@ def make_loader(dataset: ClipDataset, sampler: CurriculumSampler, config: TrainC
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                                        pin_memory=config.data.pin_memory and device.type == "cuda",
                                        prefetch_factor=2 if workers else None, persistent_workers=False)
-
-
-def validation_inputs(config: TrainConfig, dataset: ClipDataset) -> list[tuple[str, torch.Tensor | None]]:
-    """Fixed validation inputs: the prompts (base), or centre crops of the first video source's first clips."""
-    if config.stage == "base":
-        return [(p, None) for p in config.validation.prompts]
-    fixed = ClipDataset(dataset.sources, ClipGeometry(**{**dataset.geometry.__dict__, "crop": "center"}))
-    first = next(i for i, s in enumerate(fixed.sources) if s.kind == "video")
-    inputs = []
-    for row in range(min(config.validation.num_videos, len(fixed.sources[first]))):
-        video = fixed.pixels(Ticket(first, row, 0, "video"))  # (3, T, H, W)
-        if config.stage == "interp":
-            video = video[:, :: config.interp.factor]  # the key frames
-        inputs.append((fixed.sources[first].row(row)["caption"], video))
-    return inputs
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -189,10 +180,11 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_train_config(config, run_dir / "config.yaml")
 
-    # 2. models: frozen VAE and text encoder in the compute dtype, the trainable UNet in fp32
+    # 2. models of the stage: frozen VAE and text encoder in the compute dtype, the trainable UNet in fp32
+    stage = get_stage(config.stage)(config)
     with accelerator.main_process_first():
-        models = load_stage_models(config, run_dir / "init")
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.train.mixed_precision, torch.float32)
+        models = stage.load_models(stage.model_folder(run_dir / "init"))
+    weight_dtype = stage.weight_dtype
     for frozen in (models.vae, models.text_encoder):
         frozen.to(accelerator.device)
         if frozen.dtype != weight_dtype:
@@ -202,7 +194,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
         unet.enable_gradient_checkpointing()
     unet.train()
     if main:
-        save_frozen(models, config.stage, run_dir / "frozen")
+        stage.save_frozen(models, run_dir / "frozen")
     trainable = [p for p in unet.parameters() if p.requires_grad]
     logger.info("stage %s: %.2fM of %.2fM UNet parameters trainable", config.stage,
                 sum(p.numel() for p in trainable) / 1e6, sum(p.numel() for p in unet.parameters()) / 1e6)
@@ -223,7 +215,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
             if ema is not None:
                 ema.save_pretrained(os.path.join(output_dir, "unet_ema"))
             for model in hook_models:
-                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, "unet"))
+                stage.save_network(accelerator.unwrap_model(model), Path(output_dir))
         while weights:
             weights.pop()
 
@@ -233,9 +225,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
             ema.load_state_dict(saved.state_dict())
             ema.to(accelerator.device)
         while hook_models:
-            model = hook_models.pop()
-            saved = type(accelerator.unwrap_model(model)).from_pretrained(os.path.join(input_dir, "unet"))
-            accelerator.unwrap_model(model).load_state_dict(saved.state_dict())
+            stage.load_network(accelerator.unwrap_model(hook_models.pop()), Path(input_dir))
 
     accelerator.register_save_state_pre_hook(save_hook)
     accelerator.register_load_state_pre_hook(load_hook)
@@ -253,7 +243,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
 
     # 6. data: manifests -> curriculum sampler -> decoding workers
-    dataset, sampler, source_names, source_groups = build_data(config, accelerator, models, run_dir)
+    dataset, sampler, source_names, source_groups = build_data(config, stage, accelerator, models, run_dir)
     counters, mix = RunCounters(), MixLog(source_names, source_groups)
     for obj in (sampler, counters, mix):
         accelerator.register_for_checkpointing(obj)
@@ -275,7 +265,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
     scorer = val_inputs = None
     if config.validation.every and main:
         scorer = load_clip_similarity(config.validation.clip_model, accelerator.device)
-        val_inputs = validation_inputs(config, dataset)
+        val_inputs = stage.validation_inputs(dataset)
 
     # 8. preemption: SIGTERM finishes the current step, writes a checkpoint and exits 0
     stop = {"requested": False}
@@ -284,11 +274,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
 
     def checkpoint(at_step: int) -> Path:
-        return save_checkpoint(accelerator, config, run_dir, at_step, sampler, mix)
-
-    loss_fn = {"base": lambda u, b, g: base_loss(u, models, b, g, config.train.text_dropout, config.train.image_loss_weight, weight_dtype),
-               "interp": lambda u, b, g: interp_loss(u, models, b, g, config.train.text_dropout, config.interp.factor, weight_dtype),
-               "vsr": lambda u, b, g: vsr_loss(u, models, b, g, config.train.text_dropout, config.vsr.scale, weight_dtype)}[config.stage]
+        return save_checkpoint(accelerator, config, stage, run_dir, at_step, sampler, mix)
 
     # 9. the loop: one optimizer step = `accumulation` micro-batches on every rank
     sampler.start_step = step
@@ -307,7 +293,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
                 sync = micro == accumulation - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(unet):
                     with accelerator.autocast():
-                        loss, parts = loss_fn(unet, batch, generator)
+                        loss, parts = stage.loss(unet, models, batch, generator)
                     # all ranks agree to skip, so DDP never waits for a backward that will not come
                     finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum").item() == accelerator.num_processes
                     if finite:
@@ -358,7 +344,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
                 break
 
             if config.validation.every and (step % config.validation.every == 0 or step == config.train.max_steps):
-                validate_now(accelerator, config, models, unet, ema, val_inputs, scorer, run_dir, step)
+                validate_now(accelerator, config, stage, models, unet, ema, val_inputs, scorer, run_dir, step)
 
             stop_now = accelerator.reduce(torch.tensor([float(stop["requested"])], device=accelerator.device), reduction="sum").item() > 0
             if step % config.checkpoint.every == 0 or step == config.train.max_steps or stop_now:
@@ -368,7 +354,7 @@ def train(config: TrainConfig, resume: str | None = None) -> int:
                                   f"Continue with: lavie-train ... --resume latest")
                 break
         if exit_code == EXIT_OK and step >= config.train.max_steps and main:
-            export_final(accelerator, unet, ema, run_dir, config)
+            export_final(accelerator, stage, unet, ema, run_dir, config)
     finally:
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
@@ -388,7 +374,7 @@ def log_metrics(accelerator: Accelerator, run_dir: Path, record: dict) -> None:
     logger.info("step %d loss %.4f lr %.2e %.2f videos/s %s", step, record["loss"], record["lr"], record["videos_per_s"], mix)
 
 
-def validate_now(accelerator, config, models, unet, ema, inputs, scorer, run_dir: Path, step: int) -> None:
+def validate_now(accelerator, config, stage, models, unet, ema, inputs, scorer, run_dir: Path, step: int) -> None:
     """Main process: sample the validation inputs with the EMA weights (when on) into mp4s."""
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(unet)
@@ -397,8 +383,8 @@ def validate_now(accelerator, config, models, unet, ema, inputs, scorer, run_dir
             ema.store(model.parameters())
             ema.copy_to(model.parameters())
         try:
-            scores = run_validation(config.stage, models, model, inputs, run_dir / "validation" / f"step-{step}",
-                                    config.validation, accelerator.device, scorer, config.vsr.scale, config.interp.factor)
+            scores = run_validation(stage, models, model, inputs, run_dir / "validation" / f"step-{step}",
+                                    config.validation, accelerator.device, scorer)
         finally:
             if use_ema:
                 ema.restore(model.parameters())
@@ -415,7 +401,7 @@ def log_metrics_scalar(accelerator, run_dir: Path, step: int, values: dict) -> N
         fh.write(json.dumps({"step": step, **{f"validation/{k}": v for k, v in values.items()}}) + "\n")
 
 
-def save_checkpoint(accelerator: Accelerator, config: TrainConfig, run_dir: Path, step: int,
+def save_checkpoint(accelerator: Accelerator, config: TrainConfig, stage: TrainingStage, run_dir: Path, step: int,
                     sampler: CurriculumSampler, mix: MixLog) -> Path:
     """All ranks: write `checkpoints/checkpoint-<step>` atomically (temp folder + rename), keep the last K."""
     ckpt_root = run_dir / "checkpoints"
@@ -431,7 +417,7 @@ def save_checkpoint(accelerator: Accelerator, config: TrainConfig, run_dir: Path
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         frozen = run_dir / "frozen"
-        for name in [*FROZEN, "low_res_scheduler", "model_index.json"]:
+        for name in stage.checkpoint_links():
             if (frozen / name).exists():
                 os.symlink(os.path.relpath(frozen / name, tmp), tmp / name)
         save_train_config(config, tmp / "config.yaml")
@@ -446,21 +432,19 @@ def save_checkpoint(accelerator: Accelerator, config: TrainConfig, run_dir: Path
     return final
 
 
-def export_final(accelerator: Accelerator, unet, ema, run_dir: Path, config: TrainConfig) -> Path:
-    """`final/`: a self-contained model folder with the EMA weights (the live ones without EMA)."""
+def export_final(accelerator: Accelerator, stage: TrainingStage, unet, ema, run_dir: Path, config: TrainConfig) -> Path:
+    """`final/`: the stage's output folder with the EMA weights (the live ones without EMA)."""
     out = run_dir / "final"
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(run_dir / "frozen", out)
     model = accelerator.unwrap_model(unet)
     if ema is not None:
         ema.store(model.parameters())
         ema.copy_to(model.parameters())
     try:
-        model.save_pretrained(out / "unet")
+        stage.export(model, run_dir, out)
     finally:
         if ema is not None:
             ema.restore(model.parameters())
     save_train_config(config, out / "config.yaml")
     logger.info("final model folder %s", out)
     return out
-

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lavie.model import interpolation_conditioning
+from lavie.model import context_conditioning, interpolation_conditioning
+from lavie.pipelines import encode_video
 
 from .models import StageModels
 
@@ -41,16 +42,11 @@ def to_latents(batch: dict, key: str, models: StageModels, generator: torch.Gene
         cached = cached.to(generator.device, torch.float32)  # (B, 2, C, T, h, w)
         mean, std = cached[:, 0], cached[:, 1]
         latents = mean + std * torch.randn(mean.shape, generator=generator, device=generator.device)
-    else:
-        pixels = batch[key]  # (B, 3, T, H, W)
-        b, _, t = pixels.shape[:3]
-        flat = pixels.transpose(1, 2).flatten(0, 1).to(vae.device, vae.dtype)  # (B*T, 3, H, W)
-        latents = torch.cat([vae.encode(part).latent_dist.sample(generator) for part in flat.split(chunk)])
-        latents = latents.float().unflatten(0, (b, t)).transpose(1, 2)  # (B, C, T, h, w)
-    return latents * vae.config.scaling_factor
+        return latents * vae.config.scaling_factor
+    return encode_video(vae, batch[key], chunk, generator, sample=True)  # (B, C, T, h, w)
 
 
-def _noised(models: StageModels, x0: torch.Tensor, generator: torch.Generator):
+def noised(models: StageModels, x0: torch.Tensor, generator: torch.Generator):
     """Forward diffusion: the noisy latents, timesteps and the regression target (epsilon or v)."""
     sched = models.noise_scheduler
     noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
@@ -88,7 +84,7 @@ def base_loss(unet, models: StageModels, batch: dict, generator: torch.Generator
         m = 0
         x0 = video
         context = encode_text(models, captions, device, dtype)  # (B, L, D)
-    noisy, timesteps, target = _noised(models, x0, generator)
+    noisy, timesteps, target = noised(models, x0, generator)
     pred = unet(noisy, timesteps, context, n_images=m).sample  # (B, C, T + M, h, w)
     err = (pred.float() - target.float()) ** 2
     loss_video = err[:, :, :t].mean()
@@ -107,7 +103,7 @@ def interp_loss(unet, models: StageModels, batch: dict, generator: torch.Generat
     cond = interpolation_conditioning(x0[:, :, ::factor], factor)  # (B, C + 1, T_out, h, w)
     captions = drop_captions(batch["captions"], text_dropout, generator)
     context = encode_text(models, captions, generator.device, dtype)  # (B, L, D)
-    noisy, timesteps, target = _noised(models, x0, generator)
+    noisy, timesteps, target = noised(models, x0, generator)
     pred = unet(noisy, timesteps, context, cond=cond).sample
     loss = F.mse_loss(pred.float(), target.float())
     return loss, {"loss_video": loss.detach()}
@@ -132,7 +128,24 @@ def vsr_loss(unet, models: StageModels, batch: dict, generator: torch.Generator,
     low = low.unflatten(0, (b, t)).transpose(1, 2)  # (B, 3, T, h, w)
     captions = drop_captions(batch["captions"], text_dropout, generator)
     context = encode_text(models, captions, generator.device, dtype)  # (B, L, D)
-    noisy, timesteps, target = _noised(models, x0, generator)
+    noisy, timesteps, target = noised(models, x0, generator)
     pred = unet(noisy, timesteps, context, low_res=low, noise_level=level).sample
+    loss = F.mse_loss(pred.float(), target.float())
+    return loss, {"loss_video": loss.detach()}
+
+
+def long_loss(unet, models: StageModels, batch: dict, generator: torch.Generator, text_dropout: float,
+              num_context: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, dict]:
+    """Long-video model, LaVie §4.4: the clip's first frame enters the input layer as conditioning
+    channels (the first S frames' latents and their mask, S = 1 for LaVie; S drawn from
+    `num_context`, e.g. {0, 1, 2} as in Video LDM §3.2, where S = 0 trains context guidance), and
+    the network denoises the whole clip. At sampling, the last frame of a segment starts the next."""
+    x0 = to_latents(batch, "video", models, generator)  # (B, C, T, h, w)
+    pick = torch.randint(0, len(num_context), (1,), generator=generator, device=generator.device).item()
+    cond = context_conditioning(x0, num_context[pick])  # (B, C + 1, T, h, w)
+    captions = drop_captions(batch["captions"], text_dropout, generator)
+    context = encode_text(models, captions, generator.device, dtype)  # (B, L, D)
+    noisy, timesteps, target = noised(models, x0, generator)
+    pred = unet(noisy, timesteps, context, cond=cond).sample
     loss = F.mse_loss(pred.float(), target.float())
     return loss, {"loss_video": loss.detach()}

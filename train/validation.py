@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lavie.pipelines import InterpolationPipeline, TextToVideoPipeline, VideoSuperResolutionPipeline, to_uint8_frames, write_mp4
+from lavie.pipelines import to_uint8_frames, write_mp4
 
 from .models import StageModels
 
@@ -55,44 +55,24 @@ def load_clip_similarity(spec: str | None, device) -> ClipSimilarity | None:
         return None
 
 
-def stage_pipeline(stage: str, models: StageModels, unet):
-    """A sampling pipeline around the training components (the UNet in its current weights)."""
-    parts = dict(tokenizer=models.tokenizer, text_encoder=models.text_encoder, vae=models.vae, unet=unet,
-                 scheduler=type(models.scheduler).from_config(models.scheduler.config))
-    if stage == "base":
-        return TextToVideoPipeline(**parts)
-    if stage == "interp":
-        return InterpolationPipeline(**parts)
-    return VideoSuperResolutionPipeline(**parts, low_res_scheduler=models.low_res_scheduler, max_noise_level=models.max_noise_level)
-
-
 @torch.no_grad()
-def run_validation(stage: str, models: StageModels, unet, inputs: list[tuple[str, torch.Tensor | None]], out_dir: Path,
-                   config, device, scorer: ClipSimilarity | None, scale: int = 4, factor: int = 4) -> dict:
-    """Sample every (prompt, input video) into `out_dir/NN.mp4`; returns {"clipsim": ...} when scored.
-
-    `inputs`: for base, (prompt, None); for interp, (caption, key frames (3, T, H, W)); for vsr,
-    (caption, high-resolution frames (3, T, H, W)) that are downscaled by `scale` first.
-    """
+def run_validation(stage, models: StageModels, unet, inputs: list[tuple[str, torch.Tensor | None]], out_dir: Path,
+                   config, device, scorer: ClipSimilarity | None) -> dict:
+    """Sample every (prompt, input video) with the stage's pipeline into `out_dir/NN.mp4`; returns
+    {"clipsim": ...} when scored. `inputs` come from the stage's `validation_inputs`."""
     was_training = unet.training
     flags = [p.requires_grad for p in unet.parameters()]
-    pipe = stage_pipeline(stage, models, unet)  # sets eval + requires_grad(False); restored below
-    pipe.device = torch.device(device)
+    pipe = stage.pipeline(models, unet)
+    pipe.set_progress_bar_config(disable=True)
+    unet.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     scores = []
+    fps = config.fps * (stage.config.interp.factor if stage.name == "interp" else 1)
     try:
         for i, (prompt, video) in enumerate(inputs):
             generator = torch.Generator().manual_seed(config.seed + i)
-            common = dict(num_inference_steps=config.steps, guidance_scale=config.guidance_scale, generator=generator)
-            if stage == "base":
-                out = pipe(prompt, num_frames=config.num_frames, **common)
-            elif stage == "interp":
-                out = pipe(prompt, video[None].to(device), factor=factor, **common)
-            else:
-                low = torch.nn.functional.interpolate(video.transpose(0, 1), scale_factor=1 / scale, mode="bicubic", antialias=True)
-                out = pipe(prompt, low.transpose(0, 1)[None].clamp(-1, 1).to(device), **common)
-            frames = to_uint8_frames(out[0])  # (T, H, W, 3)
-            write_mp4(frames, out_dir / f"{i:02d}.mp4", fps=config.fps * (factor if stage == "interp" else 1))
+            frames = to_uint8_frames(stage.sample(pipe, prompt, video, generator))  # (T, H, W, 3)
+            write_mp4(frames, out_dir / f"{i:02d}.mp4", fps=fps)
             if scorer is not None:
                 scores.append(scorer(frames, prompt))
     finally:
