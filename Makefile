@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo-out
 
-.PHONY: setup test demo clean bench
+.PHONY: setup test demo clean bench chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,19 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The report test drives a real headless Chromium: Debian's package when missing and running as root,
+# otherwise one line saying what to install (CHROMIUM=/path/to/chromium points the test elsewhere).
+chromium:
+	@if [ -x "$${CHROMIUM:-/usr/bin/chromium}" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the report test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "make test: the report test needs Chromium at $${CHROMIUM:-/usr/bin/chromium}: run 'apt-get install chromium' as root, or set CHROMIUM=/path/to/chromium"; \
+	fi
 
 demo: setup
 	$(VENV)/bin/lavie-curate samples $(DEMO)/raw --bad
@@ -27,9 +38,15 @@ demo: setup
 	$(VENV)/bin/lavie-train --stage base -c configs/train/tiny-base.yaml output_dir=$(DEMO)/runs/base
 	$(VENV)/bin/lavie-train --stage interp -c configs/train/tiny-interp.yaml output_dir=$(DEMO)/runs/interp model.pretrained=$(DEMO)/runs/base/final model.tiny=false
 	$(VENV)/bin/lavie-train --stage vsr -c configs/train/tiny-vsr.yaml output_dir=$(DEMO)/runs/vsr
+	$(VENV)/bin/lavie-train --stage long -c configs/train/tiny-long.yaml output_dir=$(DEMO)/runs/long model.pretrained=$(DEMO)/runs/base/final model.tiny=false
+	$(VENV)/bin/lavie-train --stage lora -c configs/train/tiny-lora.yaml output_dir=$(DEMO)/runs/lora model.pretrained=$(DEMO)/runs/base/final model.tiny=false
 	$(VENV)/bin/lavie-sample "a slow zoom into a colourful Mandelbrot fractal" --base $(DEMO)/runs/base/final \
 	    --interp $(DEMO)/runs/interp/final --vsr $(DEMO)/runs/vsr/final --steps 2 --seed 0 -o $(DEMO)/sample.mp4 --grid $(DEMO)/sample.png
-	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), runs/ (checkpoints), sample.mp4"
+	$(VENV)/bin/lavie-sample "a slow zoom into a colourful Mandelbrot fractal" --base $(DEMO)/runs/long/final --long 3 \
+	    --interp $(DEMO)/runs/interp/final --num-frames 4 --steps 2 --seed 0 -o $(DEMO)/long.mp4 --grid $(DEMO)/long.png
+	$(VENV)/bin/lavie-sample "a slow zoom into a colourful Mandelbrot fractal" --base $(DEMO)/runs/base/final \
+	    --lora $(DEMO)/runs/lora/final --lora-scale 1.0 --steps 2 --seed 0 -o $(DEMO)/lora.mp4 --grid $(DEMO)/lora.png
+	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), runs/ (checkpoints), sample.mp4, long.mp4, lora.mp4"
 
 bench: setup
 	$(PY) benchmarks/scenes.py

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
@@ -33,7 +34,7 @@ class VideoUNetOutput(BaseOutput):
     sample: torch.Tensor  # (B, C, T, H, W)
 
 
-class VideoUNet(ModelMixin, ConfigMixin):
+class VideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
     r"""A diffusers image UNet inflated to video with temporal layers.
 
     Build one from an image UNet with `VideoUNet.from_unet2d(unet2d, **options)`; save and load with
@@ -61,6 +62,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
     captions; `n_images`: the last `n_images` frames along T are independent images that temporal
     layers never mix; `cond` (B, cond_channels, T, H, W) when `conditioning != "none"`;
     `class_labels` (B,) for image UNets with a class embedding (the x4 upscaler's noise level).
+
+    LoRA adapters (peft) attach, save and load through diffusers' `PeftAdapterMixin`
+    (`add_adapter`, `load_lora_adapter`, `set_adapters`), as on diffusers' own UNets.
     """
 
     _supports_gradient_checkpointing = True

@@ -7,15 +7,18 @@ import logging
 import sys
 import textwrap
 
-from .config import STAGES, describe_keys, load_train_config
+from .config import describe_keys, load_train_config
 
 DESCRIPTION = """\
 Train one stage of LaVie's cascade on clips manifests (LaVie §3, App. C):
   base    text-to-video key frames; joint image-video batches, loss = L_video + alpha * L_image (Eq. 3)
   interp  temporal interpolation 16 -> 61 frames from a base checkpoint (§3.2)
   vsr     video super-resolution from the SD x4 upscaler, spatial layers frozen (§3.3)
+  long    long videos: a base model that reads the first frame, sampled recursively (§4.4)
+  lora    personalised videos: LoRA adapters on the spatial attention, temporal layers frozen (§4.4)
 
-Config: a YAML file (configs/train/<stage>.yaml; tiny CPU presets configs/train/tiny-<stage>.yaml)
+Config: a YAML file (configs/train/<stage>.yaml; tiny CPU presets configs/train/tiny-<stage>.yaml;
+a bare name such as `-c tiny-base` reads the copy packaged with the toolkit)
 plus KEY=VALUE overrides with dotted keys, e.g. train.max_steps=100 data.batch_size=2. Unknown keys
 are errors. The resolved config is saved in the run folder and in every checkpoint.
 
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                      for key, default, help in describe_keys())
     p = argparse.ArgumentParser(prog="lavie-train", description=DESCRIPTION, epilog="config keys:\n" + keys,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", required=True, choices=STAGES, help="which model of the cascade to train")
+    p.add_argument("--stage", required=True, help="which model to train: base, interp, vsr, long, lora (or a registered stage)")
     p.add_argument("-c", "--config", metavar="YAML", help="config file (without it, defaults plus overrides)")
     p.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or a checkpoint folder")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.max_steps=100")
