@@ -2,7 +2,7 @@
 
 Two configs, each timed over the same recipe the trainer runs (VAE encode of the clip and its
 images, text encode, noise, UNet forward + backward, AdamW step):
-  tiny    configs/model/tiny-base.yaml, 4 frames + 2 images at 16x24
+  tiny    the tiny-base model preset, 4 frames + 2 images at 16x24
   small   the tiny layout widened to (64, 128, 256) channels, 2 layers per block, 8 frames +
           2 images at 64x64
 On CUDA (`--device cuda`) a third row runs SD 1.4's UNet layout at 16x320x512 with 4 images in

@@ -28,15 +28,17 @@ def source(tmp_path_factory) -> Path:
     return out
 
 
-def pip(python: Path | str, *args: str, cwd: Path) -> None:
-    # offline and without build isolation: the build backend is the one this environment installed
-    cmd = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", *args, "--no-deps", "--no-build-isolation", "--no-index"]
+def pip(*args: str, cwd: Path, python: Path | None = None) -> None:
+    # this environment's pip, offline and without build isolation: the build backend is the
+    # setuptools this environment installed (>= 77, as pyproject.toml asks)
+    target = ["--python", str(python)] if python else []
+    cmd = [sys.executable, "-m", "pip", *target, "--disable-pip-version-check", "-q", *args, "--no-deps", "--no-build-isolation", "--no-index"]
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def test_wheel_contains_presets_and_configs(source, tmp_path):
-    pip(sys.executable, "wheel", "-w", str(tmp_path), ".", cwd=source)
+    pip("wheel", "-w", str(tmp_path), ".", cwd=source)
     wheel = next(tmp_path.glob("lavie_toolkit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for stage in ("base", "interp", "vsr"):
@@ -50,13 +52,13 @@ def test_wheel_contains_presets_and_configs(source, tmp_path):
 
 def test_fresh_venv_install_trains_and_loads_from_another_folder(source, scenes_out, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     site = next((venv / "lib").glob("python3.*/site-packages"))
     # the heavy dependencies come from this environment's site folders (read only, no .pth run from them)
     deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
     (site / "zz-deps.pth").write_text("\n".join(deps) + "\n")
     python = venv / "bin" / "python"
-    pip(python, "install", ".", cwd=source)
+    pip("install", ".", cwd=source, python=python)
 
     work = tmp_path / "elsewhere"
     work.mkdir()

@@ -112,7 +112,7 @@ def test_help_and_presets_document_every_key(capsys):
     text = capsys.readouterr().out
     keys = [key for key, _, _ in describe_keys()]
     assert len(keys) > 60 and all(key in text for key in keys)
-    for stage in ("base", "interp", "vsr"):
+    for stage in ("base", "interp", "vsr", "long", "lora"):
         config = yaml.safe_load((ROOT / f"configs/train/{stage}.yaml").read_text())
         for key in keys:
             node = config

@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from lavie.model import VideoUNet
 from lavie.pipelines import LaVieTextToVideoPipeline, apply_lora, custom_pipeline_file
 from lavie.pipelines.cli import main as sample_main
 from lavie.train.cli import main as train_main
+from lavie.train.data import load_source
 from lavie.train.objective import noised, to_latents
 from lavie.train.stages import DataNeeds, TrainingStage, register_stage, stage_names
 from lavie.train.stages.base import BaseStage
-from test_train_data import captioned_manifest, image_manifest
+from test_train_data import captioned_manifest
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
@@ -30,7 +32,7 @@ QUIET = ["logging.report_to=none", "checkpoint.every=100", "data.num_workers=0"]
 @pytest.fixture(scope="module")
 def manifests(scenes_out, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("stages")
-    return {"clips": captioned_manifest(scenes_out, root / "captioned.parquet"), "images": image_manifest(root / "images")}
+    return {"clips": captioned_manifest(scenes_out, root / "captioned.parquet")}
 
 
 def clips_only(manifests) -> str:
@@ -101,8 +103,15 @@ def test_lora_stage_saves_only_the_adapter_and_applies_by_scale(manifests, tmp_p
     from lavie.model.tiny import build_tiny_components
 
     build_tiny_components(base, "base")
+    subject = tmp_path / "subject"  # a personalisation set: images with a caption file each
+    subject.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(subject / f"{i}.png")
+        (subject / f"{i}.txt").write_text(f"a photo of sks toy number {i}\n")
+    assert len(load_source("subject", subject, "image")) == 3
     out = tmp_path / "lora"
-    images = f"data.sources=[{{name: subject, manifest: '{manifests['images']}', kind: image}}]"
+    images = f"data.sources=[{{name: subject, manifest: '{subject}', kind: image}}]"
     rc = train_main(["--stage", "lora", "-c", "tiny-lora", f"output_dir={out}", "model.tiny=false", f"model.pretrained={base}",
                      images, "train.max_steps=3", *QUIET])
     assert rc == 0

@@ -30,7 +30,7 @@ from lavie.model.tiny import build_tiny_components
 from lavie.pipelines import ModelFolderError, pipeline_class_for, resolve_model_dir, stage_pipeline
 
 from ..models import FROZEN, StageModels, load_frozen
-from ..objective import encode_text
+from ..objective import drop_captions, encode_text
 
 IMAGE_MODES = ("joint", "clips", "none")
 
@@ -139,8 +139,7 @@ class TrainingStage(abc.ABC):
         """The training loss of one micro-batch and its named parts (logged)."""
 
     def text(self, models: StageModels, captions: list[str], generator: torch.Generator) -> torch.Tensor:
-        from ..objective import drop_captions
-
+        """(B, L, D) text embeddings of the captions, each dropped to "" with `train.text_dropout`."""
         return encode_text(models, drop_captions(captions, self.config.train.text_dropout, generator), generator.device, self.weight_dtype)
 
     # --- validation and sampling ---------------------------------------------------------------
