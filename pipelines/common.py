@@ -27,7 +27,7 @@ from diffusers.video_processor import VideoProcessor
 OUTPUT_TYPES = ("np", "pt", "pil", "latent")
 
 # Recipe keys every pipeline registers in its config, with the defaults used when a folder has none.
-RECIPE_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "negative_prompt": None}
+RECIPE_DEFAULTS = {"num_inference_steps": 50, "guidance_scale": 7.5, "negative_prompt": None, "prompt_suffix": ""}
 
 
 @dataclass
@@ -84,7 +84,10 @@ class LaVieVideoPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_prompt(self, prompt: list[str], negative_prompt: str | list[str] | None, do_cfg: bool) -> torch.Tensor:
-        """CLIP text embeddings (B, L, D), or (2B, L, D) as [negative, positive] for guidance."""
+        """CLIP text embeddings (B, L, D), or (2B, L, D) as [negative, positive] for guidance. The
+        recipe's `prompt_suffix` (e.g. the released interpolation model's ", 4k.") ends every prompt."""
+        suffix = self.recipe("prompt_suffix", None)
+        prompt = [p + suffix for p in prompt]
         if isinstance(negative_prompt, str):
             negative_prompt = [negative_prompt] * len(prompt)
         if negative_prompt is not None and len(negative_prompt) != len(prompt):

@@ -14,14 +14,16 @@ class LaVieInterpolationPipeline(LaVieVideoPipeline):
 
     Every output frame is synthesised anew, the key frames included (LaVie §3.2): the key frames
     enter only through the conditioning channels. The recipe (`num_inference_steps`,
-    `guidance_scale`, `negative_prompt`) lives in the config as for the base pipeline.
+    `guidance_scale`, `negative_prompt`, `prompt_suffix`) lives in the config as for the base pipeline.
     """
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, num_inference_steps: int = 50,
-                 guidance_scale: float = 7.5, negative_prompt: str | None = None):
+                 guidance_scale: float = 7.5, negative_prompt: str | None = None,
+                 prompt_suffix: str = ""):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self._register_recipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+        self._register_recipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+                              prompt_suffix=prompt_suffix)
 
     @torch.no_grad()
     def __call__(

@@ -68,7 +68,7 @@ def pipeline_class_for(unet) -> type[LaVieVideoPipeline]:
 def stage_pipeline(unet, vae, text_encoder, tokenizer, scheduler, recipe: dict | None = None,
                    low_res_scheduler=None) -> LaVieVideoPipeline:
     """The pipeline of `unet`'s stage around these components. `recipe`: the sampling defaults to
-    keep in its config (`num_inference_steps`, `guidance_scale`, `negative_prompt`; for
+    keep in its config (`num_inference_steps`, `guidance_scale`, `negative_prompt`, `prompt_suffix`; for
     super-resolution also `noise_level`, `chunk_size`, `chunk_overlap`, `max_noise_level`)."""
     cls = pipeline_class_for(unet)
     parts = dict(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)

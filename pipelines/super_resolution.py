@@ -27,19 +27,20 @@ class LaVieVideoSuperResolutionPipeline(LaVieVideoPipeline):
     frames, and where chunks overlap (`chunk_overlap` frames) their predictions are averaged at
     every step, so neighbouring chunks agree.
 
-    The recipe in the config: `num_inference_steps`, `guidance_scale`, `negative_prompt`,
+    The recipe in the config: `num_inference_steps`, `guidance_scale`, `negative_prompt`, `prompt_suffix`,
     `noise_level`, `chunk_size`, `chunk_overlap`; `max_noise_level` bounds `noise_level`.
     """
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, low_res_scheduler, max_noise_level: int = 350,
                  num_inference_steps: int = 50, guidance_scale: float = 7.5, negative_prompt: str | None = None,
-                 noise_level: int = 50, chunk_size: int = 8, chunk_overlap: int = 2):
+                 noise_level: int = 50, chunk_size: int = 8, chunk_overlap: int = 2,
+                 prompt_suffix: str = ""):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                               low_res_scheduler=low_res_scheduler)
         self._register_recipe(max_noise_level=max_noise_level, num_inference_steps=num_inference_steps,
                               guidance_scale=guidance_scale, negative_prompt=negative_prompt, noise_level=noise_level,
-                              chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+                              chunk_size=chunk_size, chunk_overlap=chunk_overlap, prompt_suffix=prompt_suffix)
 
     @torch.no_grad()
     def __call__(

@@ -24,14 +24,17 @@ class LaVieTextToVideoPipeline(LaVieVideoPipeline, StableDiffusionLoraLoaderMixi
     weighted with `set_adapters(name, adapter_weights=scale)`, as in diffusers' image pipelines.
 
     Parameters: the components, then the sampling recipe kept in `model_index.json`:
-    `num_inference_steps`, `guidance_scale`, `negative_prompt` (call arguments override them).
+    `num_inference_steps`, `guidance_scale`, `negative_prompt`, `prompt_suffix` (call arguments
+    override the first three).
     """
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, num_inference_steps: int = 50,
-                 guidance_scale: float = 7.5, negative_prompt: str | None = None):
+                 guidance_scale: float = 7.5, negative_prompt: str | None = None,
+                 prompt_suffix: str = ""):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self._register_recipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt)
+        self._register_recipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, negative_prompt=negative_prompt,
+                              prompt_suffix=prompt_suffix)
 
     @torch.no_grad()
     def __call__(
