@@ -24,18 +24,17 @@ STAGES = ("base", "interp", "vsr")
 OFFICIAL_FILES = {"base": "lavie_base.pt", "interp": "lavie_interpolation.pt", "vsr": "lavie_vsr.pt"}
 IMAGE_MODELS = {"base": "stable-diffusion-v1-4", "interp": "stable-diffusion-v1-4", "vsr": "stable-diffusion-x4-upscaler"}
 
-# official module names -> ours, inside the image UNet
-_RENAMES = (
-    (".attn_temp.", ".temporal_attn."),  # base and interpolation
-    (".norm_temp.", ".temporal_norm."),
-    (".attn_temporal.", ".temporal_attn."),  # VSR
-    (".norm_temporal.", ".temporal_norm."),
-    (".time_rel_pos_bias.", ".rel_pos_bias."),
-    (".resblock_temporal.", ".temporal_conv."),
-)
-# the VSR model's block-level temporal modules (top level in both)
-_MODULE_RENAMES = ((".resblocks_3d_t.", ".temporal_conv."), (".resblocks_3d_s.", ".spatial_resnet."))
+# official module names -> ours, one dotted segment at a time
+_NAMES = {
+    "base": {"attn_temp": "temporal_attn", "norm_temp": "temporal_norm", "time_rel_pos_bias": "rel_pos_bias"},
+    "interp": {"attn_temp": "temporal_attn", "norm_temp": "temporal_norm"},
+    "vsr": {"attn_temporal": "temporal_attn", "norm_temporal": "temporal_norm", "time_rel_pos_bias": "rel_pos_bias",
+            "resblock_temporal": "temporal_conv"},
+}
+# the VSR model's block-level temporal modules, at the top level of both networks
+_MODULE_NAMES = {"resblocks_3d_t": "temporal_conv", "resblocks_3d_s": "spatial_resnet"}
 _TOP_LEVEL = ("down_temporal_blocks.", "mid_temporal_block.", "up_temporal_blocks.")
+ROPE_DIM, ROPE_THETA = 32, 10000.0
 
 
 class ConversionError(ValueError):
@@ -73,21 +72,36 @@ def detect_stage(state: dict[str, torch.Tensor]) -> str:
     raise ConversionError("the checkpoint has no LaVie temporal layers (attn_temp / attn_temporal): not a LaVie UNet checkpoint")
 
 
-def official_key(key: str) -> str | None:
+def official_key(key: str, stage: str) -> str | None:
     """Our name of an official tensor; None for the rotary-frequency tables, which are computed."""
     if key.endswith("rotary_emb.freqs"):
         return None
     if key.startswith(_TOP_LEVEL):
-        for old, new in _MODULE_RENAMES:
-            key = key.replace(old, new)
-        return key
-    key = "unet2d." + key
-    for old, new in _RENAMES:
-        key = key.replace(old, new)
-    return key
+        return ".".join(_MODULE_NAMES.get(part, part) for part in key.split("."))
+    return "unet2d." + ".".join(_NAMES[stage].get(part, part) for part in key.split("."))
 
 
-def check_rotary_frequencies(key: str, freqs: torch.Tensor, dim: int = 32, theta: float = 10000.0) -> None:
+def to_official_state_dict(model: VideoUNet, stage: str) -> dict[str, torch.Tensor]:
+    """The state dict of `model` named as the released LaVie code names it, rotary-frequency tables
+    included, so a network fine-tuned here loads into the official sampling scripts."""
+    names = {ours: theirs for theirs, ours in _NAMES[stage].items()}
+    modules = {ours: theirs for theirs, ours in _MODULE_NAMES.items()}
+    freqs = 1.0 / ROPE_THETA ** (torch.arange(0, ROPE_DIM, 2)[: ROPE_DIM // 2].float() / ROPE_DIM)
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("unet2d."):
+            key = ".".join(names.get(part, part) for part in key[len("unet2d."):].split("."))
+            if key.endswith(".to_q.weight") and stage != "interp" and (".attn_temp." in key or ".attn_temporal." in key):
+                state[key[: -len("to_q.weight")] + "rotary_emb.freqs"] = freqs.clone()
+        else:
+            key = ".".join(modules.get(part, part) for part in key.split("."))
+        state[key] = value
+    if stage == "vsr":
+        state["temporal_rotary_emb.freqs"] = freqs.clone()
+    return state
+
+
+def check_rotary_frequencies(key: str, freqs: torch.Tensor, dim: int = ROPE_DIM, theta: float = ROPE_THETA) -> None:
     standard = 1.0 / theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim)
     if freqs.shape != standard.shape or not torch.allclose(freqs.float(), standard, rtol=1e-5, atol=0):
         raise ConversionError(f"{key} does not hold the standard {dim}-dim rotary frequencies (base {theta:g}); this network computes only those")
@@ -124,7 +138,7 @@ def from_official_checkpoint(checkpoint: str | Path | dict, unet2d: str | Path |
 
     mapped = {}
     for key, value in state.items():
-        ours = official_key(key)
+        ours = official_key(key, stage)
         if ours is None:
             check_rotary_frequencies(key, value)
             continue
