@@ -19,6 +19,11 @@ def unet_class_name(unet_dir: Path) -> str | None:
     return json.loads((unet_dir / "config.json").read_text()).get("_class_name")
 
 
+def inflation_options(config) -> dict:
+    """The Video LDM options `model.*` adds to a released layout when an image UNet is inflated."""
+    return {"alpha_merge": config.model.alpha_merge, **({"temporal_conv": True} if config.model.temporal_conv else {})}
+
+
 @register_stage
 class BaseStage(TrainingStage):
     name = "base"
@@ -31,9 +36,9 @@ class BaseStage(TrainingStage):
     def build_unet(self, unet_dir: Path) -> VideoUNet:
         class_name = unet_class_name(unet_dir)
         if class_name == "UNet2DConditionModel":
-            # the SD 1.4 image UNet inflated with identity temporal layers (LaVie §3.1, App. C)
-            unet = VideoUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), temporal_conv=self.config.model.temporal_conv,
-                                         alpha_merge=self.config.model.alpha_merge)
+            # the SD 1.4 image UNet inflated with identity temporal layers in the released base
+            # layout (LaVie §3.1, App. C), plus the Video LDM options the config switches on
+            unet = VideoUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), layout="base", **inflation_options(self.config))
         elif class_name == "VideoUNet":
             unet = VideoUNet.from_pretrained(unet_dir)
             if unet.config.conditioning != "none":

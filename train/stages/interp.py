@@ -44,8 +44,9 @@ class InterpStage(TrainingStage):
             raise ModelFolderError(f"{unet_dir}: holds a {unet_class_name(unet_dir)}, but stage interp starts from a base model (VideoUNet)")
         unet = VideoUNet.from_pretrained(unet_dir)
         if unet.config.conditioning != "interpolation":
-            # the interpolation model starts from the base model, extra input channels at zero (LaVie App. C)
-            unet = unet.with_conditioning("interpolation")
+            # the interpolation model starts from the base model in the released interpolation
+            # layout, extra input channels at zero (LaVie App. C)
+            unet = unet.with_layout("interp")
         self.set_trainable(unet)
         return unet
 

@@ -14,7 +14,7 @@ from lavie.pipelines import ModelFolderError, load_scheduler
 
 from ..models import FROZEN
 from ..objective import vsr_loss
-from .base import unet_class_name
+from .base import inflation_options, unet_class_name
 from .contract import DataNeeds, TrainingStage, register_stage
 from .interp import fixed_clips
 
@@ -51,9 +51,9 @@ class VSRStage(TrainingStage):
         if class_name == "VideoSRUNet":
             unet = VideoSRUNet.from_pretrained(unet_dir)
         elif class_name == "UNet2DConditionModel":
-            # the x4 upscaler with temporal attention and 3D convolutions inserted (LaVie §3.3)
-            unet = VideoSRUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), temporal_conv=True,
-                                           alpha_merge=self.config.model.alpha_merge)
+            # the x4 upscaler in the released VSR layout: temporal attention, 3D convolutions and
+            # temporal modules inserted (LaVie §3.3)
+            unet = VideoSRUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), layout="vsr", **inflation_options(self.config))
         else:
             raise ModelFolderError(f"{unet_dir}: holds a {class_name}; stage vsr needs the x4 upscaler UNet or a VideoSRUNet")
         self.set_trainable(unet)
