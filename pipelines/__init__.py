@@ -9,7 +9,15 @@
 """
 
 from .cascade import CascadeOptions, CascadePipeline
-from .common import SCHEDULERS, LaVieVideoPipeline, LaVieVideoPipelineOutput, encode_video, frames_to_tensor, make_scheduler
+from .common import (
+    SCHEDULERS,
+    LaVieVideoPipeline,
+    LaVieVideoPipelineOutput,
+    encode_video,
+    frames_to_tensor,
+    make_scheduler,
+    posterior_chunks,
+)
 from .interpolation import LaVieInterpolationPipeline
 from .loading import (
     PIPELINES,
@@ -49,6 +57,7 @@ __all__ = [
     "load_unet",
     "make_scheduler",
     "pipeline_class_for",
+    "posterior_chunks",
     "resolve_model_dir",
     "save_stage_folder",
     "stage_pipeline",

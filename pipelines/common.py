@@ -47,10 +47,16 @@ def encode_video(vae, frames: torch.Tensor, chunk_size: int = 8, generator: torc
     `sample=True` draws from the posterior with `generator` (training), else its mode (sampling).
     """
     b, _, t = frames.shape[:3]
-    flat = frames.transpose(1, 2).flatten(0, 1).to(vae.device, vae.dtype)  # (B*T, 3, H, W)
-    dists = [vae.encode(chunk).latent_dist for chunk in flat.split(chunk_size)]
+    dists = posterior_chunks(vae, frames.transpose(1, 2).flatten(0, 1), chunk_size)
     latents = torch.cat([d.sample(generator) if sample else d.mode() for d in dists])  # (B*T, C, h, w)
     return latents.float().unflatten(0, (b, t)).transpose(1, 2) * vae.config.scaling_factor
+
+
+def posterior_chunks(vae, frames: torch.Tensor, chunk_size: int = 8) -> list:
+    """VAE posteriors of (N, 3, H, W) frames in [-1, 1], `chunk_size` frames a call (the one place
+    frames go through the encoder: sampling, training and the latent cache)."""
+    frames = frames.to(vae.device, vae.dtype)
+    return [vae.encode(chunk).latent_dist for chunk in frames.split(chunk_size)]
 
 
 def frames_to_tensor(frames: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from lavie.pipelines import posterior_chunks
+
 from .curriculum import Ticket
 from .data import ClipDataset
 
@@ -77,14 +79,12 @@ def build_latent_cache(dataset: ClipDataset, cache: LatentCache, vae, rank: int 
         return 0, 0
     loader = torch.utils.data.DataLoader(_PixelsOf(dataset, tickets), batch_size=None, num_workers=num_workers)
     written = failed = 0
-    device, dtype = vae.device, vae.dtype
     for i, pixels in loader:
         if pixels is None:
             failed += 1
             continue
         ticket = tickets[i]
-        frames = pixels.transpose(0, 1).to(device, dtype)  # (T, 3, H, W)
-        dists = [vae.encode(part).latent_dist for part in frames.split(chunk)]
+        dists = posterior_chunks(vae, pixels.transpose(0, 1), chunk)  # frames (T, 3, H, W)
         mean = torch.cat([d.mean for d in dists]).transpose(0, 1).float().cpu()  # (C, T, h, w)
         std = torch.cat([d.std for d in dists]).transpose(0, 1).float().cpu()
         source = dataset.sources[ticket.source]
