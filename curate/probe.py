@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lavie.curate.discover import fs_path, not_regular_reason
 from lavie.curate.video import as_fraction, open_video
 
 
@@ -58,8 +59,12 @@ VFR_TOLERANCE = 0.05
 
 def probe(path: str | os.PathLike) -> Probe:
     """Probe `path`. Never raises for bad input: the reason is in `Probe.error`."""
-    path = Path(path)
     result = Probe(source_path=str(path))
+    path = Path(fs_path(path))  # a manifest path with \xNN escapes names a non-UTF-8 file
+    special = not_regular_reason(path)
+    if special:  # a FIFO, device or socket is never opened: opening one may block forever
+        result.error = special
+        return result
     try:
         result.size_bytes = path.stat().st_size
     except OSError as exc:

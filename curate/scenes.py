@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
+from lavie.curate.discover import fs_path
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
 from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
-from lavie.curate.video import ffmpeg_exe, iter_frames, prefetch, scaled_size
+from lavie.curate.video import encode_pix_fmt, ffmpeg_exe, ffmpeg_failure, iter_frames, prefetch, scaled_size
 
 DETECTORS = ("adaptive", "content")
 CUT_MODES = ("reencode", "copy", "virtual")
@@ -112,6 +113,7 @@ def cut_clips(
     crf: int = 18,
     preset: str = "veryfast",
     fps: Fraction | None = None,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Write one clip file per frame range, each file appearing whole or not at all.
 
@@ -126,11 +128,12 @@ def cut_clips(
         raise ValueError("cutting clips needs the source fps")
     if not ranges:
         return
+    source = fs_path(source)  # the name on disk of a manifest path
     tmp_dir = out_paths[0].parent / f".cut-{uuid.uuid4().hex}"
     tmp_dir.mkdir(parents=True)
     try:
         if mode == "reencode":
-            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps)
+            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps, encode_pix_fmt(*(size or (None, None))))
         else:
             _cut_copy(source, ranges, tmp_dir, fps)
         for i, final in enumerate(out_paths):
@@ -143,11 +146,11 @@ def cut_clips(
 def _run_ffmpeg(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(ffmpeg_failure(proc.returncode, proc.stderr))
 
 
-def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction) -> None:
+def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction,
+                  pix_fmt: str = "yuv420p") -> None:
     # Keep only frames that belong to some clip (short scenes between clips are skipped), and
     # number the kept frames so that segment boundaries fall on clip starts.
     keep = "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges)
@@ -164,7 +167,7 @@ def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fra
         # variable-frame-rate source: a clip holds exactly its frames.
         "-vf", f"select='{keep}',setpts=N*{fps.denominator}/({fps.numerator}*TB)",
         "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr", "-frames:v", str(total),
-        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
         "-force_key_frames", f"expr:{force}",
         "-f", "segment", "-reset_timestamps", "1", "-segment_format", "mp4",
     ]
@@ -275,7 +278,8 @@ class ScenesStage:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=self.cut, crf=self.crf, preset=self.preset, fps=fps)
+                      mode=self.cut, crf=self.crf, preset=self.preset, fps=fps,
+                      size=(info.width, info.height))
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)
                 if self.cut == "reencode":

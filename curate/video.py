@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Iterator
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from lavie.curate.discover import fs_path, not_regular_reason
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,6 +38,32 @@ def ffmpeg_exe() -> str:
             "ffmpeg not found: install it on PATH, set LAVIE_FFMPEG, or pip install imageio-ffmpeg"
         ) from None
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# Words that mark the line of an ffmpeg log naming why it failed; the lines after it are
+# consequences ("Error while opening encoder", "Nothing was written", "Invalid argument").
+_CAUSE = re.compile(r"error|invalid|not divisible|unsupported|not supported|failed|cannot|could not|"
+                    r"no such|denied|unknown|incorrect|too (?:large|small|many)|out of", re.I)
+
+
+def ffmpeg_failure(returncode: int, stderr: str) -> str:
+    """One line for a failed ffmpeg run: its status, the first line naming a cause, the last line."""
+    lines = [re.sub(r" @ 0x[0-9a-f]+", "", line).strip() for line in (stderr or "").splitlines()]
+    lines = [line for line in lines if line]
+    cause = next((line for line in lines if _CAUSE.search(line)), None)
+    shown = [line for line in (cause, lines[-1] if lines else None) if line]
+    return f"ffmpeg exited {returncode}: " + (" | ".join(dict.fromkeys(shown)) or "no message")
+
+
+def encode_pix_fmt(width: int | None, height: int | None) -> str:
+    """Pixel format for an H.264 clip of this size: 4:2:0 where libx264 takes it, else 4:4:4.
+
+    4:2:0 halves the chroma planes, so libx264 refuses odd sizes ("width not divisible by 2");
+    4:4:4 keeps every pixel of an odd-sized source (1919x1079, 321x241) instead of cropping one.
+    """
+    if width and height and (width % 2 or height % 2):
+        return "yuv444p"
+    return "yuv420p"
 
 
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -56,8 +85,16 @@ FAST_DECODE = {"skip_loop_filter": "all"}
 def open_video(
     path: str | os.PathLike, threads: bool = True, fast: bool = False
 ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """Open a file's first video stream for decoding; raises ValueError when it has none."""
-    container = av.open(str(path), metadata_errors="ignore")
+    """Open a file's first video stream for decoding; raises ValueError when it has none.
+
+    A path that is not a regular file (FIFO, device, socket) is a ValueError before anything
+    opens it, so a reader never blocks on it; manifest paths go through `fs_path` first.
+    """
+    path = fs_path(path)
+    special = not_regular_reason(path)
+    if special:
+        raise ValueError(special)
+    container = av.open(path, metadata_errors="ignore")
     if not container.streams.video:
         container.close()
         raise ValueError("no video stream (audio-only or not a video file)")
@@ -145,8 +182,9 @@ def frame_timeline(path: str | os.PathLike) -> np.ndarray:
     Read by demuxing only (no decoding) and cached per file version, so a loader that reads many
     clips of one source demuxes it once.
     """
+    path = fs_path(path)
     st = os.stat(path)
-    return _timeline(str(path), st.st_size, st.st_mtime_ns)
+    return _timeline(path, st.st_size, st.st_mtime_ns)
 
 
 def read_frames(
