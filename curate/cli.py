@@ -25,7 +25,11 @@ Each command writes Parquet manifests into its output folder and resumes when re
 EPILOG = """\
 exit status: 0 done (unreadable or broken videos become rows with status=error);
 1 an output could not be written (disk full, read-only; finished parts are kept, re-run resumes);
-2 usage or configuration error (a missing folder or model, an unknown config key).
+2 usage or configuration error (a missing folder, config file or model, malformed YAML, an
+  unknown config key), reported in one line before any work starts;
+3 the output folder is in use by another run (the message names it; a crashed run never holds it);
+130 interrupted by SIGINT (Ctrl-C), 143 stopped by SIGTERM: one line, Ray stopped, finished parts
+  kept; re-run to resume.
 """
 
 
@@ -269,12 +273,29 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lavie.curate import signals
+    from lavie.curate.lock import OutputBusy
+    from lavie.curate.preflight import EXIT_BUSY, check_config_file, locked_output
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    signals.install()
     try:
-        return COMMANDS[args.command](args)
+        check_config_file(getattr(args, "config", None))
+        with locked_output(args):
+            return COMMANDS[args.command](args)
+    except signals.Interrupted as exc:
+        from lavie.curate.runner import shutdown_ray
+
+        shutdown_ray()
+        print(f"lavie-curate {args.command}: stopped by {exc.name}; finished parts are kept, "
+              f"re-run to resume", file=sys.stderr)
+        return exc.exit_status
+    except OutputBusy as exc:
+        print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except UsageError as exc:
         print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

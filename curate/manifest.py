@@ -395,7 +395,7 @@ def dedupe(tbl: pa.Table, key: str) -> pa.Table:
     last = {k: i for i, k in enumerate(keys)}
     if len(last) == len(keys):
         return tbl
-    return tbl.take(sorted(last.values()))
+    return tbl.take(pa.array(sorted(last.values()), pa.int64()))
 
 
 ORDER_COLUMN = "_order"  # input row index, carried through stages so outputs keep input order
@@ -504,7 +504,9 @@ class PartStore:
                 fresh = [i for i, k in enumerate(keys) if k not in seen]
                 seen.update(keys)
                 if len(fresh) != len(keys):
-                    tbl = tbl.take(fresh)
+                    # Typed indices: a duplicated part leaves none, and an untyped empty list
+                    # has no `take` kernel.
+                    tbl = tbl.take(pa.array(fresh, pa.int64()))
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, schema)
                 if tbl.schema != schema:
