@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lavie.curate.config import CurateConfig, load_config
+from lavie.usage import OneLineParser
 
 EXIT_USAGE = 2
 
@@ -47,8 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lavie-curate", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="lavie-curate", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("samples", help="write reproducible synthetic raw videos with known cuts",
