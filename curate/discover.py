@@ -175,7 +175,7 @@ def discover_sources(
             skip_ids.add((st.st_dev, st.st_ino))
         except OSError:
             pass
-    root = os.fspath(raw_dir)
+    root = os.path.abspath(os.fspath(raw_dir))  # manifests name sources by absolute path
     found: list[Source] = []
     root_st = os.stat(root)
     seen = {(root_st.st_dev, root_st.st_ino)}

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from lavie.curate import filters, runner
 from lavie.curate.config import CurateConfig, save_config
+from lavie.curate.finite import reject_non_finite
 from lavie.curate.sources import plan_scenes
 from lavie.curate.manifest import (
     ORDER_COLUMN,
@@ -199,6 +200,8 @@ def run_clip_stages(
             bar.update(chunk.num_rows - todo.num_rows)
             if todo.num_rows == 0:
                 continue
+            if any(spec.name == "filter" for spec in specs):
+                todo = reject_non_finite(todo)  # NaN / inf, told apart from nulls while still Arrow
             written: set[str] = set()
             if specs:
                 runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)

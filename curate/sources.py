@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lavie.curate.discover import Source, category_of, discover_sources, error_row
+from lavie.curate.paths import resolve_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def _earlier_rows(parts_dir: Path) -> list[dict]:
     for f in sorted(parts_dir.glob("*.parquet")) if parts_dir.exists() else []:
         names = pq.read_schema(f).names
         cols = [c for c in ("video_id", "source_path", "size_bytes", SIGNATURE_COLUMN) if c in names]
-        rows.extend(pq.read_table(f, columns=cols).to_pylist())
+        # Paths as the manifest rule resolves them: a corpus folder that moved still matches.
+        rows.extend(resolve_paths(pq.read_table(f, columns=cols), f).to_pylist())
     return rows
 
 

@@ -17,7 +17,8 @@ import pytest
 from hostile_corpus import NON_UTF8, encode, make_corpus, make_long_path
 from lavie.curate.config import CurateConfig
 from lavie.curate.discover import discover_sources, display_path, fs_path
-from lavie.curate.jobs import run_scenes
+from lavie.curate.jobs import run_clip_stages, run_scenes
+from lavie.curate.manifest import read_manifest
 from lavie.curate.video import clip_frames, ffmpeg_exe, ffmpeg_failure
 
 EXTS = CurateConfig().input.extensions
@@ -93,12 +94,13 @@ def test_ffmpeg_failure_keeps_the_line_naming_the_cause(tmp_path):
     assert "width not divisible by 2" in message and "\n" not in message
 
 
-def test_changed_source_replaces_its_rows(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
+def test_changed_source_replaces_its_rows_and_the_corpus_folder_moves(tmp_path):
+    corpus = tmp_path / "corpus"
+    raw = corpus / "raw"
+    raw.mkdir(parents=True)
     encode(raw / "v.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "64x48", 10, 20)
     encode(raw / "w.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "64x48", 10, 20)
-    out = tmp_path / "out"
+    out = corpus / "scenes"
     config = _config("reencode")
     run_scenes(raw, out, config, progress=False)
     first = pq.read_table(out / "clips.parquet").to_pylist()
@@ -119,3 +121,20 @@ def test_changed_source_replaces_its_rows(tmp_path):
 
     summary = run_scenes(raw, out, config, progress=False)  # unchanged now: nothing to do
     assert summary.skipped_done == 2 and summary.videos == 2
+
+    # A movable corpus: a later stage's manifest, then the whole folder moved elsewhere.
+    run_clip_stages(out, corpus / "filtered", [], config, "filtered", progress=False)
+    moved = tmp_path / "elsewhere" / "corpus-moved"
+    moved.parent.mkdir()
+    os.rename(corpus, moved)
+    for stage in ("scenes", "filtered"):
+        rows = read_manifest(moved / stage, "clips").to_pylist()
+        assert len(rows) == len(clips)
+        for row in rows:
+            assert row["source_path"].startswith(str(moved)) and os.path.isfile(row["source_path"])
+            if row["clip_path"]:
+                assert row["clip_path"].startswith(str(moved / "scenes" / "clips"))
+                frames = clip_frames(row["source_path"], row["clip_path"], row["start_frame"], row["num_frames"], 2)
+                assert frames.shape[0] == 2
+    sources = read_manifest(moved / "scenes", "videos").column("source_path").to_pylist()
+    assert sorted(sources) == [str(moved / "raw" / "v.mp4"), str(moved / "raw" / "w.mp4")]
