@@ -100,3 +100,28 @@ def make_long_path(root: Path, video: Path) -> str:
     finally:
         os.close(fd)
     return os.path.join(str(root), *parts, "deep.mp4")
+
+
+# Timestamp troubles (each 40 frames whose brightness encodes the frame number, a hard cut at 20):
+# name -> ffmpeg output arguments. Probing and seeking must agree with a straight decode.
+CUT_SOURCE = ("geq=lum='if(lt(N,20),30+N*4,230-(N-20)*4)':cb='if(lt(N,20),90,170)':cr=128")
+TIMESTAMPS = {
+    "program_stream.mpg": ["-c:v", "mpeg2video", "-g", "12", "-bf", "2", "-f", "vob"],
+    "ts_near_wrap.ts": ["-c:v", "libx264", "-bf", "2", "-g", "12", "-pix_fmt", "yuv420p", "-output_ts_offset", "95442.5"],
+    "negative_start.mkv": ["-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p", "-output_ts_offset", "-1",
+                           "-avoid_negative_ts", "disabled"],
+    "annexb_named.mp4": ["-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p", "-f", "h264"],
+    "offset_900000s.mkv": ["-c:v", "libx264", "-bf", "2", "-pix_fmt", "yuv420p", "-output_ts_offset", "900000"],
+}
+
+
+def make_timestamp_corpus(root: Path) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, args in TIMESTAMPS.items():
+        path = root / name
+        cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi",
+               "-i", "color=c=black:size=64x48:rate=25", "-vf", CUT_SOURCE, "-frames:v", "40", *args, str(path)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        out.append(path)
+    return out
