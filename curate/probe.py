@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from lavie.curate.discover import fs_path, not_regular_reason
-from lavie.curate.video import as_fraction, open_video, timestamps_wrap
+from lavie.curate.video import as_fraction, decode_past_damage, open_video, timestamps_wrap
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _probe_streams(path: Path, result: Probe) -> None:
 def _first_frame(path: Path):
     container, stream = open_video(path, threads=False)
     try:
-        for frame in container.decode(stream):
+        for frame in decode_past_damage(container, stream):  # the first frame that decodes
             return frame
     except av.error.FFmpegError as exc:
         raise ValueError(f"no frame could be decoded: {_ffmpeg_reason(exc)}") from None

@@ -28,7 +28,7 @@ from lavie.curate.discover import fs_path
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
 from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
-from lavie.curate.video import encode_pix_fmt, ffmpeg_exe, ffmpeg_failure, iter_frames, prefetch, scaled_size
+from lavie.curate.video import DecodeDamage, encode_pix_fmt, ffmpeg_exe, ffmpeg_failure, iter_frames, prefetch, scaled_size
 
 DETECTORS = ("adaptive", "content")
 CUT_MODES = ("reencode", "copy", "virtual")
@@ -62,13 +62,14 @@ class DetectConfig:
         )
 
 
-def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig) -> tuple[list[int], int]:
+def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig,
+                damage: DecodeDamage | None = None) -> tuple[list[int], int]:
     """Frame indices where a new scene starts (0 excluded), and the number of frames decoded."""
     detector = config.build()
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
     last = -1
-    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode))
+    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode, damage=damage))
     for index, bgr in frames:
         for tc in detector.process_frame(FrameTimecode(index, fps), bgr):
             cuts.append(tc.frame_num)
@@ -239,19 +240,21 @@ class ScenesStage:
         if not info.ok:
             row.update(status=STATUS_ERROR, error=info.error)
             return row
+        damage = DecodeDamage()  # corrupt stretches are decoded past, and recorded
         try:
-            clips = self._clips(info, video_id, category)
+            clips = self._clips(info, video_id, category, damage)
         except Exception as exc:  # bad input is data: the row says why, the run goes on
-            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
+            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}", **damage.summary(info.num_frames))
             return row
+        row.update(damage.summary(info.num_frames))
         row["num_scenes"] = len({c.pop("_scene") for c in clips}) if clips else 0
         row["num_clips"] = sum(1 for c in clips if c["keep"])
         row["clips_json"] = json.dumps(clips)
         return row
 
-    def _clips(self, info: Probe, video_id: str, category: str | None) -> list[dict]:
+    def _clips(self, info: Probe, video_id: str, category: str | None, damage: DecodeDamage | None = None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
-        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect)
+        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, damage)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames
         scenes = scenes_from_cuts(cuts, num_frames)
         pieces = split_long(scenes, info.fps, self.max_seconds)
@@ -274,14 +277,17 @@ class ScenesStage:
         kept = [c for c in clips if c["keep"]]
         # A killed run may have left some of this video's clips: start its folder afresh.
         shutil.rmtree(self.clips_dir / video_id, ignore_errors=True)
-        if self.cut != "virtual" and kept:
+        # Frame indices count decoded frames. Past a corrupt stretch a seek (which counts by
+        # timestamp) would disagree, so a damaged source's clips are always cut to files.
+        cut = "reencode" if self.cut == "virtual" and damage is not None and damage.packets else self.cut
+        if cut != "virtual" and kept:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=self.cut, crf=self.crf, preset=self.preset, fps=fps,
+                      mode=cut, crf=self.crf, preset=self.preset, fps=fps,
                       size=(info.width, info.height))
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)
-                if self.cut == "reencode":
+                if cut == "reencode":
                     c["codec"] = "h264"
         return clips

@@ -117,6 +117,7 @@ def iter_frames(
     seek: bool = True,
     fast: bool = False,
     only: set[int] | None = None,
+    damage: DecodeDamage | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(frame_index, image)` for frames `[start_frame, end_frame)` in decode order.
 
@@ -129,6 +130,7 @@ def iter_frames(
     frame's index.
     `fast` decodes for analysis only (see FAST_DECODE). With `only`, frames outside that set
     are decoded (they must be, for prediction) but neither converted nor yielded.
+    Decoding goes on past corrupt packets (`decode_past_damage`); `damage` counts them.
     """
     timeline = seek_timeline(path) if seek and start_frame > 0 else None
     if timeline is not None and len(timeline) <= start_frame:
@@ -150,14 +152,56 @@ def iter_frames(
             if first is not None and first[0] is None:
                 break  # timestamps that do not match the timeline: no seek is trustworthy
             back *= 4
-    yield from _select(path, _decode_all(path, fast), size, fmt, start_frame, end_frame, only)
+    yield from _select(path, _decode_all(path, fast, damage), size, fmt, start_frame, end_frame, only)
 
 
-def _decode_all(path, fast: bool):
+class DecodeDamage:
+    """What a decode that went on past corrupt data met: rejected packets, decoded frames."""
+
+    def __init__(self):
+        self.packets = 0  # packets the decoder rejected
+        self.frames = 0  # frames decoded
+        self.first_error: str | None = None
+
+    def rejected(self, exc: Exception) -> None:
+        self.packets += 1
+        if self.first_error is None:
+            self.first_error = (getattr(exc, "strerror", None) or str(exc)).split(": '")[0]
+
+    def summary(self, num_frames: int | None) -> dict:
+        """The `videos` columns that record the damage (nothing when there was none)."""
+        if not self.packets:
+            return {}
+        lost = max(0, (num_frames or 0) - self.frames) or self.packets
+        return {"undecodable_frames": lost,
+                "warnings": f"{lost} of {num_frames} frames could not be decoded ({self.first_error}); "
+                            f"the frames that decode were used"}
+
+
+def decode_past_damage(container, stream, damage: DecodeDamage | None = None):
+    """Decoded frames of `stream`, packet by packet, going on past packets the decoder rejects.
+
+    A corrupt stretch in the middle costs the frames it holds (as a straight `ffmpeg` decode
+    would), not the whole video; `damage` counts what was lost.
+    """
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError as exc:
+            if damage is not None:
+                damage.rejected(exc)
+            continue
+        for frame in frames:
+            if damage is not None:
+                damage.frames += 1
+            yield frame
+
+
+def _decode_all(path, fast: bool, damage: DecodeDamage | None = None):
     """Every frame from the start, indexed by decode order: what a straight decode gives."""
     container, stream = open_video(path, fast=fast)
     try:
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in enumerate(decode_past_damage(container, stream, damage)):
             yield index, frame
     finally:
         container.close()
@@ -176,7 +220,7 @@ def _frames_after_seek(path, timeline: np.ndarray, seek_frame: int, start_frame:
             yield None, None  # the demuxer cannot seek there
             return
         index = None
-        for frame in container.decode(stream):
+        for frame in decode_past_damage(container, stream):
             if index is None:
                 pos = int(np.searchsorted(timeline, frame.pts)) if frame.pts is not None else len(timeline)
                 if pos >= len(timeline) or timeline[pos] != frame.pts:
