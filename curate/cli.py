@@ -287,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         check_config_file(getattr(args, "config", None))
         with locked_output(args):
             return COMMANDS[args.command](args)
-    except signals.Interrupted as exc:
+    except (signals.Interrupted, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            if exc.code != signals.signal.SIGTERM:
+                raise
+            # Ray's own SIGTERM handler (sys.exit(15)), live while ray.init runs.
+            exc = signals.Interrupted(signals.signal.SIGTERM)
         from lavie.curate.runner import shutdown_ray
 
         shutdown_ray()
@@ -306,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # output unwritable or disk full (OutputError): exit 1, re-run resumes
         print(f"lavie-curate {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        signals.restore()
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def output_folder(args: argparse.Namespace) -> Path | None:
     if out is None:
         return None
     out = Path(out)
-    return out.parent if out.suffix == ".parquet" else out
+    return None if out.suffix == ".parquet" else out  # a single manifest file: no folder to hold
 
 
 @contextlib.contextmanager

@@ -43,14 +43,30 @@ def _handler(signum, frame):
     raise Interrupted(signum)
 
 
+_previous: dict = {}
+
+
 def install() -> None:
-    """Install the handlers (main thread only; elsewhere a no-op)."""
+    """Install the handlers (main thread only; elsewhere a no-op); `restore` puts back the old ones."""
     global _installed
     if threading.current_thread() is not threading.main_thread():
         return
-    signal.signal(signal.SIGINT, _handler)
-    signal.signal(signal.SIGTERM, _handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.signal(sig, _handler)
+        if not _installed:
+            _previous[sig] = previous
     _installed = True
+
+
+def restore() -> None:
+    """The handlers from before `install` (a CLI called in-process leaves its caller's alone)."""
+    global _installed
+    if not _installed or threading.current_thread() is not threading.main_thread():
+        return
+    for sig, previous in _previous.items():
+        signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+    _previous.clear()
+    _installed = False
 
 
 def reinstall() -> None:

@@ -32,7 +32,8 @@ Tiny random folders for a CPU try-out: python -c "from lavie.model.tiny import b
 EPILOG = """\
 exit status: 0 the video was written; 1 it could not be written after sampling (disk full,
 folder removed meanwhile), the path and cause named; 2 usage error, in one line before any model
-is loaded: a bad flag or value, a missing model folder, an output path that cannot be written.
+is loaded: a bad flag or value, a missing model folder, an output path that cannot be written;
+130 stopped by SIGINT (Ctrl-C) while sampling.
 """
 
 
@@ -117,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         video = cascade(args.prompt, options)  # (1, 3, T, H, W)
     except ValueError as err:
         usage_error("lavie-sample", err)
+    except KeyboardInterrupt:
+        print("lavie-sample: stopped by SIGINT before the video was written", file=sys.stderr)
+        return 130
 
     frames = to_uint8_frames(video[0])  # (T, H, W, 3)
     fps = args.fps * (options.interp_factor if "interp" in stages else 1)
