@@ -48,7 +48,9 @@ def output_lock(out_dir: str | os.PathLike):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    # Held through a read-only descriptor: flock needs no write access, and a file held open
+    # for writing would keep the filesystem from being remounted read-only under the run.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,12 +61,13 @@ def output_lock(out_dir: str | os.PathLike):
         raise OutputBusy(f"output folder {out_dir} is in use by {describe_holder(text)}; "
                          f"wait for that run to end or stop it, then re-run to resume") from None
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        try:
+            # Who holds it, for the run that is refused. Only read while the lock is held, so
+            # what a finished run leaves here is never shown.
+            with open(path, "w") as fh:
+                fh.write(json.dumps(_holder()))
+        except OSError:
+            pass  # an unwritable folder is the command's own error to report
         yield path
     finally:
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass
         os.close(fd)  # closing the only descriptor releases the lock
