@@ -50,6 +50,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         finally:
             constants.ENABLE_RAY_CLUSTER = cluster_mode
         global _watcher
+        if _watcher is not None:  # a session ended with ray.shutdown() rather than shutdown_ray()
+            _watcher.close()
         _watcher = ray_session.Watcher(context.address_info["session_dir"])
         where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
     signals.reinstall()  # ray.init replaces the SIGTERM handler
