@@ -7,6 +7,7 @@ must be one thing; and an output folder that already holds a run is continued on
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -67,8 +68,13 @@ def check_output_dir(config: TrainConfig, resume: str | None) -> str | None:
 
 
 def preflight(config: TrainConfig, resume: str | None) -> str | None:
-    """All checks, cheapest first; raises ValueError (one line) for the first problem."""
+    """All checks, cheapest first; raises ValueError (one line) for the first problem.
+
+    Under a multi-process launch (torchrun, accelerate launch) only the first process judges
+    the output folder: it is the one that writes there, and the others must not mistake its
+    fresh files for an earlier run. If it refuses, the launcher stops the others.
+    """
     check_model(config)
-    note = check_output_dir(config, resume)
+    note = check_output_dir(config, resume) if int(os.environ.get("RANK", "0") or 0) == 0 else None
     check_sources(config)
     return note
