@@ -8,33 +8,29 @@
 - `write_mp4`, `write_grid`: output through PyAV and PIL. CLI: `lavie-sample` (`lavie.pipelines.cli`).
 """
 
-from .cascade import CascadeOptions, CascadePipeline
-from .common import (
-    SCHEDULERS,
-    LaVieVideoPipeline,
-    LaVieVideoPipelineOutput,
-    encode_video,
-    frames_to_tensor,
-    make_scheduler,
-    posterior_chunks,
-)
-from .interpolation import LaVieInterpolationPipeline
-from .loading import (
-    PIPELINES,
-    ModelFolderError,
-    apply_lora,
-    custom_pipeline_file,
-    load_scheduler,
-    load_stage,
-    load_unet,
-    pipeline_class_for,
-    resolve_model_dir,
-    save_stage_folder,
-    stage_pipeline,
-)
-from .super_resolution import LaVieVideoSuperResolutionPipeline, frame_windows
-from .text_to_video import LaVieTextToVideoPipeline
-from .video_io import to_uint8_frames, write_grid, write_mp4
+# Imported on first use (PEP 562): `lavie-sample --help` and the argument checks answer without
+# loading torch, diffusers and transformers.
+_EXPORTS = {
+    "CascadeOptions": "cascade", "CascadePipeline": "cascade",
+    "SCHEDULERS": "common", "LaVieVideoPipeline": "common", "LaVieVideoPipelineOutput": "common", "encode_video": "common",
+    "frames_to_tensor": "common", "make_scheduler": "common", "posterior_chunks": "common",
+    "LaVieInterpolationPipeline": "interpolation",
+    "PIPELINES": "loading", "ModelFolderError": "loading", "apply_lora": "loading", "custom_pipeline_file": "loading",
+    "load_scheduler": "loading", "load_stage": "loading", "load_unet": "loading", "pipeline_class_for": "loading",
+    "resolve_model_dir": "loading", "save_stage_folder": "loading", "stage_pipeline": "loading",
+    "LaVieVideoSuperResolutionPipeline": "super_resolution", "frame_windows": "super_resolution",
+    "LaVieTextToVideoPipeline": "text_to_video",
+    "to_uint8_frames": "video_io", "write_grid": "video_io", "write_mp4": "video_io",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CascadeOptions",

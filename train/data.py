@@ -13,7 +13,6 @@ batches. A clip that fails to decode is logged, counted and replaced by another 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
-from lavie.curate.manifest import conform, read_manifest
+from lavie.curate.manifest import read_manifest
 from lavie.curate.video import display_size, read_frames
 
 from .curriculum import Ticket
+from .image_folder import image_folder_table, is_image_folder
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 ROW_COLUMNS = ["clip_id", "kind", "source_path", "clip_path", "start_frame", "num_frames", "fps", "width", "height", "caption"]
 
 
@@ -67,26 +66,6 @@ class Source:
 
     def row(self, i: int) -> dict:
         return self.rows.slice(i, 1).to_pylist()[0]
-
-
-def is_image_folder(path: str | Path) -> bool:
-    """A plain folder of images (no Parquet manifest inside)."""
-    path = Path(path)
-    return path.is_dir() and not any(path.rglob("*.parquet")) and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
-
-
-def image_folder_table(folder: str | Path) -> pa.Table:
-    """A folder of captioned images, `NAME.jpg` next to `NAME.txt` (the layout of personalisation
-    sets), as image rows of a clips manifest; an image without a caption file has no caption."""
-    rows = []
-    for path in sorted(Path(folder).iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        caption = path.with_suffix(".txt")
-        rows.append({"clip_id": hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16], "kind": "image",
-                     "source_path": str(path.resolve()), "clip_path": None, "start_frame": 0, "end_frame": 1, "num_frames": 1,
-                     "status": "ok", "keep": True, "caption": caption.read_text().strip() if caption.is_file() else None})
-    return conform(rows, "clips")
 
 
 def load_source(name: str, manifest: str | Path, kind: str) -> Source:

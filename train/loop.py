@@ -106,8 +106,8 @@ def find_checkpoint(run_dir: Path, resume: str) -> Path:
     """`latest` -> the highest-step checkpoint of the run; anything else is a checkpoint path."""
     if resume != "latest":
         path = Path(resume)
-        if not (path / "unet").is_dir():
-            raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no unet/)")
+        if not (path / "unet").is_dir() and not (path / "pytorch_lora_weights.safetensors").is_file():
+            raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no unet/ nor LoRA weights)")
         return path
     found = sorted(((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("checkpoint-*")
                     if (m := CHECKPOINT.match(p.name))), key=lambda x: x[0])
