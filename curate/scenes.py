@@ -22,32 +22,59 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+import pyarrow as pa
+from typing import Literal
 
-from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
+from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, VIDEO_SCHEMA, clip_id_for
 from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
+from lavie.curate.stage import Resources, Stage, StageConfig
 from lavie.curate.video import ffmpeg_exe, iter_frames, prefetch, scaled_size
 
-DETECTORS = ("adaptive", "content")
+DETECTORS = ("adaptive", "content", "transnetv2")
 CUT_MODES = ("reencode", "copy", "virtual")
+
+
+class ScenesConfig(StageConfig):
+    """Shot detection and the scene rules; every default lives here."""
+
+    detector: Literal["adaptive", "content", "transnetv2"] = "adaptive"
+    # adaptive: adaptive_threshold (3.0); content: threshold (27.0); transnetv2: the transition
+    # probability above which a frame belongs to a transition (0.5). null: that default.
+    threshold: float | None = None
+    min_scene_len: int = 6  # frames between cuts (PySceneDetect detectors)
+    min_content_val: float = 15.0  # adaptive only: minimum content change of a cut
+    window_width: int = 2  # adaptive only: frames on each side of the rolling average
+    downscale_width: int = 256  # decode width for PySceneDetect detection
+    fast_decode: bool = True  # skip the in-loop deblocking filter when decoding for detection
+    min_frames: int = 16  # LaVie §4.1: segments under 16 frames are dropped (kept as rejected rows)
+    max_seconds: float | None = 60.0  # longer scenes are split into equal parts
+    cut: Literal["reencode", "copy", "virtual"] = "reencode"
+    crf: int = 18
+    preset: str = "veryfast"
+
+    def detect_config(self) -> "DetectConfig":
+        return DetectConfig(self.detector, self.threshold, self.min_scene_len, self.min_content_val,
+                            self.window_width, self.downscale_width, self.fast_decode)
 
 
 @dataclass
 class DetectConfig:
     detector: str = "adaptive"
-    threshold: float | None = None  # adaptive: adaptive_threshold (3.0); content: threshold (27)
-    min_scene_len: int = 6  # frames between cuts for the detector; short scenes are dropped later
-    min_content_val: float = 15.0  # adaptive only
-    window_width: int = 2  # adaptive only
-    downscale_width: int = 256  # decode width for detection (PySceneDetect's auto-downscale)
-    fast_decode: bool = True  # skip the deblocking filter when decoding for detection
+    threshold: float | None = None
+    min_scene_len: int = 6
+    min_content_val: float = 15.0
+    window_width: int = 2
+    downscale_width: int = 256
+    fast_decode: bool = True
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
 
     def build(self):
+        from scenedetect import AdaptiveDetector, ContentDetector
+
         if self.detector == "adaptive":
             return AdaptiveDetector(
                 adaptive_threshold=3.0 if self.threshold is None else self.threshold,
@@ -61,8 +88,18 @@ class DetectConfig:
         )
 
 
-def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig) -> tuple[list[int], int]:
-    """Frame indices where a new scene starts (0 excluded), and the number of frames decoded."""
+def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig,
+                transnet=None) -> tuple[list[int], int]:
+    """Frame indices where a new scene starts (0 excluded), and the number of frames decoded.
+
+    `transnet` is a loaded `TransNetV2Detector`, needed when `config.detector` is "transnetv2".
+    """
+    if config.detector == "transnetv2":
+        if transnet is None:
+            raise ValueError("the transnetv2 detector needs its model: pass transnet=TransNetV2Detector()")
+        return transnet.detect(path, 0.5 if config.threshold is None else config.threshold)
+    from scenedetect import FrameTimecode
+
     detector = config.build()
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
@@ -191,72 +228,118 @@ def _cut_copy(source, ranges, tmp_dir: Path, fps: Fraction) -> None:
         ])
 
 
-@register_stage("scenes")
-class ScenesStage:
-    """One source video in, one `videos` row out, with its clips as JSON in `clips_json`.
+VIDEO_COLUMN = "_video"  # the source's `videos` row, carried on each of its clip rows
+VIDEO_TYPE = pa.struct(list(VIDEO_SCHEMA))
 
-    Input columns: `source_path`, `video_id`, `category`. Output adds every `videos` column.
-    The clip rows travel as JSON so that a batch stays one row per video; the runner explodes
-    them into the `clips` manifest.
+
+@register_stage("scenes")
+class ScenesStage(Stage):
+    """A flat map: one source video in, its clip rows out (LaVie §4.1).
+
+    Input columns: `source_path`, `video_id`, `category`. Each output row is a clip with every
+    `clips` column, `detector` (which shot detector cut it) and `_video`, the source's `videos`
+    row, from which the writer builds the `videos` table. A source that cannot be read or split
+    comes out as one error row (status error, the reason in `error`, no frame range), so a bad
+    file is counted wherever clips are.
     """
 
-    def __init__(
-        self,
-        clips_dir: str,
-        detector: str = "adaptive",
-        threshold: float | None = None,
-        min_scene_len: int = 6,
-        downscale_width: int = 256,
-        min_frames: int = 16,
-        max_seconds: float | None = 60.0,
-        cut: str = "reencode",
-        crf: int = 18,
-        preset: str = "veryfast",
-    ):
-        if cut not in CUT_MODES:
-            raise ValueError(f"cut must be one of {CUT_MODES}, got {cut!r}")
-        self.detect = DetectConfig(detector, threshold, min_scene_len, downscale_width=downscale_width)
-        self.clips_dir = Path(clips_dir)
-        self.min_frames = min_frames
-        self.max_seconds = max_seconds
-        self.cut = cut
-        self.crf = crf
-        self.preset = preset
+    Config = ScenesConfig
+    flat = True
+    default_batch_size = 1
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.process(str(path), str(vid), None if cat is None else str(cat))
-                for path, vid, cat in zip(batch["source_path"], batch["video_id"], batch["category"])]
-        return {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
+    def __init__(self, config: ScenesConfig | None = None, out_dir: str | None = None):
+        super().__init__(config)
+        if self.config.cut != "virtual" and out_dir is None:
+            raise ValueError("the scenes stage cuts clip files into its run's folder: pass out_dir")
+        self.clips_dir = Path(out_dir or ".") / "clips"
+        self.detect = self.config.detect_config()
+        self.transnet = None
 
-    def process(self, source_path: str, video_id: str, category: str | None) -> dict:
+    @classmethod
+    def resources(cls, config: ScenesConfig) -> Resources:
+        if config.detector == "transnetv2":
+            # The network runs batched on a GPU where the cluster has one; decoding stays on CPU.
+            return Resources(cpus=1.0, gpus=0.25, holds_model=True)
+        return Resources(cpus=1.0)
+
+    @classmethod
+    def check_available(cls, config: ScenesConfig) -> str | None:
+        if config.detector == "transnetv2":
+            from lavie.curate.transnet import transnet_unavailable
+
+            return transnet_unavailable()
+        return None
+
+    def setup(self) -> None:
+        if self.config.detector == "transnetv2":
+            from lavie.curate.transnet import TransNetV2Detector
+
+            self.transnet = TransNetV2Detector()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from lavie.curate.manifest import conform
+
+        rows: list[dict] = []
+        for i, video in enumerate(batch.select(["source_path", "video_id", "category"]).to_pylist()):
+            rows.extend(self.process(video["source_path"], video["video_id"], video["category"], i))
+        take = pa.array([r.pop("_input") for r in rows], pa.int64())
+        videos = [r.pop(VIDEO_COLUMN) for r in rows]
+        table = conform(rows, "clips").append_column(VIDEO_COLUMN, pa.array(videos, VIDEO_TYPE))
+        # Columns the input carried besides these (an order index) repeat on each of its clips.
+        for name in batch.column_names:
+            if name not in ("source_path", "video_id", "category") and name not in table.column_names:
+                table = table.append_column(name, batch.column(name).take(take))
+        return table
+
+    def process(self, source_path: str, video_id: str, category: str | None, index: int = 0) -> list[dict]:
+        """The clip rows of one source (one error row when it fails), each with its `_video`."""
         info = probe(source_path)
-        row = {**info.row(), "video_id": video_id, "category": category,
-               "num_scenes": None, "num_clips": None, "status": STATUS_OK, "error": None,
-               "clips_json": "[]"}
+        video = {**info.row(), "video_id": video_id, "category": category,
+                 "num_scenes": None, "num_clips": None, "num_pieces": None, "status": STATUS_OK,
+                 "error": None}
+        clips: list[dict] = []
         if not info.ok:
-            row.update(status=STATUS_ERROR, error=info.error)
-            return row
-        try:
-            clips = self._clips(info, video_id, category)
-        except Exception as exc:  # bad input is data: the row says why, the run goes on
-            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
-            return row
-        row["num_scenes"] = len({c.pop("_scene") for c in clips}) if clips else 0
-        row["num_clips"] = sum(1 for c in clips if c["keep"])
-        row["clips_json"] = json.dumps(clips)
-        return row
+            video.update(status=STATUS_ERROR, error=info.error)
+        else:
+            try:
+                clips = self._clips(info, video_id, category)
+                if not clips:
+                    video.update(status=STATUS_ERROR, error="no frames could be decoded")
+            except Exception as exc:  # bad input is data: the row says why, the run goes on
+                video.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
+                clips = []
+        if video["status"] == STATUS_ERROR:
+            clips = [{
+                "clip_id": clip_id_for(video_id, 0, 0), "video_id": video_id, "kind": "video",
+                "source_path": source_path, "clip_path": None, "category": category,
+                "width": info.width, "height": info.height, "codec": info.codec, "fps": info.fps,
+                "status": STATUS_ERROR, "error": video["error"], "keep": False, "reject_reason": None,
+                "detector": self.config.detector,
+            }]
+        else:
+            video["num_scenes"] = len({c.pop("_scene") for c in clips})
+            video["num_clips"] = sum(1 for c in clips if c["keep"])
+            video["num_pieces"] = len(clips)
+        row_video = {f.name: video.get(f.name) for f in VIDEO_SCHEMA}
+        for c in clips:
+            c[VIDEO_COLUMN] = row_video
+            c["_input"] = index
+        return clips
 
     def _clips(self, info: Probe, video_id: str, category: str | None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
-        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect)
+        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, self.transnet)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames
         scenes = scenes_from_cuts(cuts, num_frames)
-        pieces = split_long(scenes, info.fps, self.max_seconds)
+        pieces = split_long(scenes, info.fps, self.config.max_seconds)
         times = np.asarray(info.frame_pts_s, dtype=np.float64)
+        min_frames = self.config.min_frames
         clips = []
         for index, (a, b, scene_index) in enumerate(pieces):
             n = b - a
-            reject = f"frames: {n} < {self.min_frames}" if n < self.min_frames else None
+            # Its own reason kind: the filter stage re-judges its rules, never the scene split
+            # (a scene too short was never cut into a clip file).
+            reject = f"scene_length: {n} frames < {min_frames}" if n < min_frames else None
             clip_id = clip_id_for(video_id, a, b)
             end_s = float(times[b]) if b < len(times) else float(times[-1]) + 1.0 / info.fps
             clips.append({
@@ -266,18 +349,19 @@ class ScenesStage:
                 "start_s": float(times[a]), "end_s": end_s,
                 "width": info.width, "height": info.height, "codec": info.codec,
                 "category": category, "status": STATUS_OK, "error": None,
-                "keep": reject is None, "reject_reason": reject, "_scene": scene_index,
+                "keep": reject is None, "reject_reason": reject, "detector": self.config.detector,
+                "_scene": scene_index,
             })
         kept = [c for c in clips if c["keep"]]
         # A killed run may have left some of this video's clips: start its folder afresh.
         shutil.rmtree(self.clips_dir / video_id, ignore_errors=True)
-        if self.cut != "virtual" and kept:
+        if self.config.cut != "virtual" and kept:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=self.cut, crf=self.crf, preset=self.preset, fps=fps)
+                      mode=self.config.cut, crf=self.config.crf, preset=self.config.preset, fps=fps)
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)
-                if self.cut == "reencode":
+                if self.config.cut == "reencode":
                     c["codec"] = "h264"
         return clips
