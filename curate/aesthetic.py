@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 
-DEFAULT_HEAD = "trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
-REDUCTIONS = ("mean", "min")
+from lavie.curate.clip_scores import DEFAULT_HEAD, REDUCTIONS  # noqa: E402,F401 (defined with the stage)
 
 
 class AestheticHead(nn.Module):
@@ -58,7 +57,7 @@ def _split_hub_ref(head: str) -> tuple[str, str]:
 
 def _missing_head_message(head: str, reason: str) -> str:
     return (f"aesthetic head {head!r} is not available ({reason}); supply it with "
-            f"--set aesthetic.head=/path/to/sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy), "
+            f"--set stages.clip.head=/path/to/sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy), "
             f"or a hub reference such as {DEFAULT_HEAD!r} in the local Hugging Face cache (HF_HOME)")
 
 

@@ -11,7 +11,7 @@ how clips were batched or spread over workers either.
 Default model: Qwen/Qwen2.5-VL-3B-Instruct. It reads frames as a video with absolute time
 positions (multimodal RoPE) and writes the most accurate short descriptions of the small VLMs;
 HuggingFaceTB/SmolVLM2-2.2B-Instruct is the throughput choice (fewer visual tokens per frame, about
-a third less memory) for large corpora or small GPUs: `--set caption.model=HuggingFaceTB/SmolVLM2-2.2B-Instruct`.
+a third less memory) for large corpora or small GPUs: `--set stages.caption.model=HuggingFaceTB/SmolVLM2-2.2B-Instruct`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ FRAMES_AS = ("video", "images")
 
 def model_unavailable(model: str) -> str | None:
     """Why `model` (hub id or local folder) is not available locally, or None; loads nothing."""
-    how = (f"pass a local folder with --set caption.model=/local/dir, or a hub id whose files are "
+    how = (f"pass a local folder with --set stages.caption.model=/local/dir, or a hub id whose files are "
            f"in the Hugging Face cache (HF_HOME; `huggingface-cli download {model}` on a machine "
            f"with network)")
     path = os.path.expanduser(model)

@@ -194,9 +194,12 @@ def _run_slice(args: argparse.Namespace, config, source: Path, name: str, keep=l
     if not indices:
         raise UsageError(f"the config's stage list has no {name} stage")
     try:
-        summary = run_stages(source, args.out, config, indices, label=name, progress=not args.no_progress)
+        summary = run_stages(source, args.out, config, indices, label=name, progress=not args.no_progress,
+                             strict=True)
     except ModelMissing as exc:
-        hint = " (or pass --cheap-only to run the vectorised filters only)" if name == "filter" else ""
+        hint = {"filter": " (or pass --no-aesthetic to leave the CLIP stage out, --cheap-only for the "
+                          "vectorised filters only)",
+                "caption": " (or pass --metadata-only for captions from metadata only)"}.get(name, "")
         raise UsageError(f"{exc}{hint}") from None
     print(summary.line())
     for stage in summary.stages:

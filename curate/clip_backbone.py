@@ -36,7 +36,7 @@ def clip_unavailable(model: str, pretrained: str | None, stage: str) -> str | No
     """
     import open_clip
 
-    how = (f"pass a local checkpoint with --set {stage}.clip_pretrained=/path/to/open_clip_model.bin "
+    how = (f"pass a local checkpoint with --set stages.{stage}.clip_pretrained=/path/to/open_clip_model.bin "
            f"(or a 'local-dir:/path' model with open_clip_config.json) or fill the Hugging Face cache "
            f"(HF_HOME) with it")
     if model.startswith("local-dir:"):
@@ -111,7 +111,7 @@ class ClipBackbone:
         except (RuntimeError, OSError) as exc:
             raise FileNotFoundError(
                 f"open_clip model {model!r} with weights {pretrained!r} could not be loaded ({exc}); "
-                f"pass --set {stage}.clip_pretrained=/path/to/weights or a cached tag"
+                f"pass --set stages.{stage}.clip_pretrained=/path/to/weights or a cached tag"
             ) from exc
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import numpy as np
 from pydantic import field_validator
 
-from lavie.curate.aesthetic import DEFAULT_HEAD, REDUCTIONS
 from lavie.curate.category import DEFAULT_PROMPT, VIMEO_CATEGORIES
 from lavie.curate.frames import FrameStage, decode_size
 from lavie.curate.registry import register_stage
 from lavie.curate.stage import Resources, StageConfig
+
+
+DEFAULT_HEAD = "trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
+REDUCTIONS = ("mean", "min")
 
 
 class ClipScoresConfig(StageConfig):

@@ -89,6 +89,10 @@ def _text(values, digits: int | None = None):
     return pc.cast(pc.round(values, digits), pa.string())
 
 
+def _array(values) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def _reason(*parts):
     return pc.binary_join_element_wise(*parts, "")
 
@@ -107,73 +111,87 @@ def _is_video(table: pa.Table):
     return pc.fill_null(pc.not_equal(table.column("kind"), "image"), True)
 
 
-# A rule: (name, keys it reads from the config, function(table, config) -> (fails, reason)).
-# `fails` is a boolean array (null: silent), `reason` the text for failing rows.
+# A rule: function(table, config) -> (fails, why). `fails` is a boolean array over the table
+# (null: silent); `why(rows)` gives the reason text of `rows`, a table of failing rows only, so
+# text is built for the rejected rows alone.
 Rule = Callable[[pa.Table, FilterConfig], tuple]
 
 
+def _short_side(t):
+    return pc.min_element_wise(_col(t, "width"), _col(t, "height"), skip_nulls=False)
+
+
 def _resolution(t, c):
-    short = pc.min_element_wise(_col(t, "width"), _col(t, "height"), skip_nulls=False)
-    return pc.less(short, c.min_short_side), _reason("resolution: short side ", _text(short),
-                                                     f" < {c.min_short_side}")
+    return (pc.less(_short_side(t), c.min_short_side),
+            lambda r: _reason("resolution: short side ", _text(_short_side(r)), f" < {c.min_short_side}"))
 
 
-def _range(kind: str, values, low, high, digits: int, unit: str = ""):
+def _range(kind: str, values_of, t, low, high, digits: int, unit: str = "", suffix=None):
+    """Outside [low, high] (either end open); `values_of(table)` computes the value."""
+    values = values_of(t)
     fails_low = pc.less(values, low) if low is not None else None
     fails_high = pc.greater(values, high) if high is not None else None
-    shown = _text(values, digits)
-    low_reason = _reason(f"{kind}: ", shown, f"{unit} < {low:g}{unit}") if low is not None else None
-    high_reason = _reason(f"{kind}: ", shown, f"{unit} > {high:g}{unit}") if high is not None else None
-    if fails_high is None:
-        return fails_low, low_reason
-    if fails_low is None:
-        return fails_high, high_reason
-    return pc.or_(fails_low, fails_high), pc.if_else(fails_low, low_reason, high_reason)
+    fails = fails_low if fails_high is None else fails_high if fails_low is None else pc.or_(fails_low, fails_high)
+
+    def why(rows):
+        v = values_of(rows)
+        shown = _text(v, digits)
+        lo = _reason(f"{kind}: ", shown, f"{unit} < {low:g}{unit}{suffix[0] if suffix else ''}") if low is not None else None
+        hi = _reason(f"{kind}: ", shown, f"{unit} > {high:g}{unit}{suffix[1] if suffix else ''}") if high is not None else None
+        if hi is None or lo is None:
+            return lo if hi is None else hi
+        return pc.if_else(pc.fill_null(pc.less(v, low), False), lo, hi)
+
+    return fails, why
+
+
+def _aspect_of(t):
+    height = _col(t, "height")
+    return pc.divide(_col(t, "width"), pc.if_else(pc.greater(height, 0), height, None))
 
 
 def _aspect(t, c):
-    aspect = pc.divide(_col(t, "width"), pc.if_else(pc.greater(_col(t, "height"), 0), _col(t, "height"), None))
-    return _range("aspect", aspect, c.min_aspect, c.max_aspect, 3)
+    return _range("aspect", _aspect_of, t, c.min_aspect, c.max_aspect, 3)
 
 
 def _frames(t, c):
-    frames = _col(t, "num_frames")
-    fails = pc.and_(pc.less(frames, c.min_frames), _is_video(t))  # an image is one frame
-    return fails, _reason("frames: ", _text(frames), f" < {c.min_frames}")
+    fails = pc.and_(pc.less(_col(t, "num_frames"), c.min_frames), _is_video(t))  # an image is one frame
+    return fails, lambda r: _reason("frames: ", _text(_col(r, "num_frames")), f" < {c.min_frames}")
 
 
 def _duration(t, c):
-    fails, reason = _range("duration", clip_seconds(t), c.min_seconds, c.max_seconds, 2, " s")
-    return pc.and_(fails, _is_video(t)), reason
+    fails, why = _range("duration", clip_seconds, t, c.min_seconds, c.max_seconds, 2, " s")
+    return pc.and_(fails, _is_video(t)), why
 
 
 def _aesthetic(t, c):
-    score = _col(t, "aesthetic")
-    return pc.less(score, c.min_aesthetic), _reason("aesthetic: ", _text(score, 2), f" < {c.min_aesthetic:g}")
+    return (pc.less(_col(t, "aesthetic"), c.min_aesthetic),
+            lambda r: _reason("aesthetic: ", _text(_col(r, "aesthetic"), 2), f" < {c.min_aesthetic:g}"))
 
 
 def _text_area(t, c):
-    area = _col(t, "text_area")
-    return pc.greater(area, c.max_text_area), _reason("text: ", _text(area, 3),
-                                                      f" of the frame > {c.max_text_area:g}")
+    return (pc.greater(_col(t, "text_area"), c.max_text_area),
+            lambda r: _reason("text: ", _text(_col(r, "text_area"), 3), f" of the frame > {c.max_text_area:g}"))
 
 
 def _motion(t, c):
-    motion = _col(t, "motion")
-    fails, reason = _range("motion", motion, c.min_motion, c.max_motion, 2, " px")
     # Say which end: a still or slideshow, or motion too wild to learn from.
-    static = pc.less(motion, c.min_motion) if c.min_motion is not None else pa.array([False] * t.num_rows)
-    suffix = pc.if_else(pc.fill_null(static, False), " (static)", " (extreme)")
-    return pc.and_(fails, _is_video(t)), _reason(reason, suffix)
+    fails, why = _range("motion", lambda x: _col(x, "motion"), t, c.min_motion, c.max_motion, 2, " px",
+                        suffix=(" (static)", " (extreme)"))
+    return pc.and_(fails, _is_video(t)), why
 
 
-def _caption_words(t, c):
+def _words(t):
     words = _col(t, "caption_words")
     if "caption" in t.column_names:
         counted = pc.list_value_length(pc.utf8_split_whitespace(_col(t, "caption", pa.string())))
         words = pc.coalesce(words, pc.cast(counted, pa.float64()))
-    return pc.less(words, c.min_caption_words), _reason("caption_words: ", _text(words),
-                                                        f" < {c.min_caption_words}")
+    return words
+
+
+def _caption_words(t, c):
+    return (pc.less(_words(t), c.min_caption_words),
+            lambda r: _reason("caption_words: ", _text(_words(r)), f" < {c.min_caption_words}"))
 
 
 # In the order they are applied: cheapest and most decisive first. Names are reason kinds.
@@ -188,34 +206,44 @@ RULES: dict[str, tuple[tuple[str, ...], Rule]] = {
     "caption_words": (("min_caption_words",), _caption_words),
 }
 
+# Which rules can say anything about a table: those whose columns it has.
+RULE_COLUMNS = {"resolution": ("width", "height"), "aspect": ("width", "height"), "frames": ("num_frames",),
+                "duration": ("start_s", "num_frames"), "motion": ("motion",), "text": ("text_area",),
+                "aesthetic": ("aesthetic",), "caption_words": ("caption_words", "caption")}
+
 
 def filter_table(table: pa.Table, config: FilterConfig) -> pa.Table:
     """`keep` and `reject_reason` recomputed for every row that has not failed (see module doc)."""
     n = table.num_rows
-    status = _col(table, "status", pa.string())
-    error = pc.fill_null(pc.equal(status, STATUS_ERROR), False)
+    error = pc.fill_null(pc.equal(_col(table, "status", pa.string()), STATUS_ERROR), False)
     old_keep = _col(table, "keep", pa.bool_())
     old_reason = _col(table, "reject_reason", pa.string())
-    old_kind = pc.utf8_trim_whitespace(pc.list_element(pc.split_pattern(old_reason, ":", max_splits=1), 0))
     # Rows another stage rejected keep that verdict; rows this stage judged are judged afresh.
-    foreign = pc.and_(pc.fill_null(pc.equal(old_keep, False), False),
-                      pc.fill_null(pc.invert(pc.is_in(old_kind, value_set=pa.array(list(RULES)))), True))
+    rejected = pc.fill_null(pc.equal(old_keep, False), False)
+    foreign = pa.array([False] * n)
+    if pc.any(rejected).as_py():
+        kind = pc.list_element(pc.split_pattern(pc.fill_null(old_reason, ""), ":", max_splits=1), 0)
+        ours = pc.is_in(pc.utf8_trim_whitespace(kind), value_set=pa.array(list(RULES)))
+        foreign = pc.and_(rejected, pc.invert(ours))
     judged = pc.invert(pc.or_(error, foreign))
 
-    keep = pa.array([True] * n)
+    keep = judged
     reason = pa.nulls(n, pa.string())
     for name, (keys, rule) in RULES.items():
         if all(getattr(config, k) is None for k in keys):
             continue
+        if not any(col in table.column_names for col in RULE_COLUMNS[name]):
+            continue
         fails, why = rule(table, config)
         # First failing rule wins: only rows still kept can be rejected by a later rule.
         hit = pc.and_(pc.fill_null(fails, False), keep)
+        if not pc.any(hit).as_py():
+            continue
         keep = pc.and_(keep, pc.invert(hit))
-        reason = pc.if_else(hit, why, reason)
-    keep = pc.if_else(judged, keep, old_keep)
+        texts = _array(pc.cast(why(table.filter(hit)), pa.string()))
+        reason = pc.replace_with_mask(_array(reason), _array(hit), texts)
+    keep = pc.if_else(judged, keep, pc.if_else(error, False, old_keep))
     reason = pc.if_else(judged, reason, old_reason)
-    # An error row is never kept, whatever it said before.
-    keep = pc.if_else(error, False, keep)
     return add_columns(table, {"keep": keep, "reject_reason": reason}, "filter")
 
 

@@ -104,8 +104,10 @@ class RunSummary:
                 f"{self.seconds:.1f} s")
 
 
-def resolve(config: CurateConfig, indices: list[int], out_dir: Path) -> tuple[list[runner.StagePlan], list[StageRecord]]:
-    """The plans of the entries that can run, and a record per entry; ModelMissing stops early."""
+def resolve(config: CurateConfig, indices: list[int], out_dir: Path,
+            strict: bool = False) -> tuple[list[runner.StagePlan], list[StageRecord]]:
+    """The plans of the entries that can run, and a record per entry; ModelMissing stops early
+    (for every stage with `strict`: a command that names its stages wants each of them)."""
     plans, records = [], []
     for i in indices:
         entry: StageEntry = config.stages[i]
@@ -113,7 +115,7 @@ def resolve(config: CurateConfig, indices: list[int], out_dir: Path) -> tuple[li
         stage_config = config.stage_config(i)
         reason = cls.check_available(stage_config)
         if reason:
-            if entry.on_missing == "error":
+            if strict or entry.on_missing == "error":
                 raise ModelMissing(f"stage {entry.stage!r}: {reason}")
             records.append(StageRecord(i, entry.stage, False, reason))
             continue
@@ -130,12 +132,13 @@ def run_stages(
     indices: list[int] | None = None,
     label: str = "run",
     progress: bool = True,
+    strict: bool = False,
 ) -> RunSummary:
     """Run stage entries `indices` (all: None) of `config` over `source` into `out_dir`."""
     started = time.time()
     out_dir = Path(out_dir)
     indices = list(range(len(config.stages))) if indices is None else indices
-    plans, records = resolve(config, indices, out_dir)
+    plans, records = resolve(config, indices, out_dir, strict)
     save_curate_config(config, out_dir / "config.yaml")
     summary = RunSummary(label=label)
     from_raw = bool(plans) and plans[0].cls.flat and plans[0].name == "scenes"
