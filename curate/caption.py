@@ -26,7 +26,6 @@ import numpy as np
 from lavie.curate.frames import FrameStage
 from lavie.curate.registry import register_stage
 from lavie.curate.stage import Resources, StageConfig
-from lavie.curate.video import frame_positions
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 DEFAULT_PROMPT = "Describe this video in one sentence: the main subject, the action and the scene."
@@ -216,6 +215,8 @@ class CaptionStage(FrameStage):
     def _metadata(self, batch: dict[str, np.ndarray], row: int):
         """Where the sampled frames sit in the clip, so the model sees their timestamps."""
         from transformers.video_utils import VideoMetadata
+
+        from lavie.curate.video import frame_positions
 
         num_frames = int(batch["num_frames"][row])
         fps = batch["fps"][row] if "fps" in batch else None

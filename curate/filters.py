@@ -182,10 +182,14 @@ def _motion(t, c):
 
 
 def _words(t):
+    """Caption words: the column, else counted from the caption (only where the column is null)."""
     words = _col(t, "caption_words")
     if "caption" in t.column_names:
-        counted = pc.list_value_length(pc.utf8_split_whitespace(_col(t, "caption", pa.string())))
-        words = pc.coalesce(words, pc.cast(counted, pa.float64()))
+        missing = _array(pc.and_(pc.is_null(words), pc.is_valid(t.column("caption"))))
+        if pc.any(missing).as_py():
+            captions = pc.filter(_col(t, "caption", pa.string()), missing)
+            counted = pc.cast(pc.list_value_length(pc.utf8_split_whitespace(captions)), pa.float64())
+            words = pc.replace_with_mask(_array(words), missing, _array(counted))
     return words
 
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from lavie.curate.manifest import STATUS_ERROR
 from lavie.curate.stage import ColumnStage
-from lavie.curate.video import frame_positions, read_frames
 
 
 def decode_size(width, height, short_side: int | None) -> tuple[int, int] | None:
@@ -55,6 +54,8 @@ class FrameStage(ColumnStage):
 
     def frame_offsets(self, num_frames: int) -> list[int]:
         """Which frames of a clip the stage reads (first, middle, last for 3)."""
+        from lavie.curate.video import frame_positions
+
         return frame_positions(num_frames, self.frames)
 
     def wants(self, batch: dict[str, np.ndarray], row: int) -> bool:
@@ -71,6 +72,8 @@ class FrameStage(ColumnStage):
         """
 
     def columns(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from lavie.curate.video import read_frames  # PyAV: only where frames are read
+
         n = len(batch["clip_id"])
         status = _column(batch, "status", n).copy()
         error = _column(batch, "error", n).copy()

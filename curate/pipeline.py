@@ -220,7 +220,11 @@ def _run_manifest_in_process(source, out_dir: Path, plans, bar) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / "clips.parquet"
     tmp = out_dir / f".clips.{uuid.uuid4().hex}.tmp"
-    batches = (pa.Table.from_batches([b]) for b in iter_manifest_batches(source, "clips", batch_size=1 << 16))
+    # A filter right after an identical filter changes nothing (its verdicts are a function of
+    # the columns, which it does not touch): one pass does for a run of them.
+    plans = [p for i, p in enumerate(plans)
+             if not (i and p.cls is plans[i - 1].cls and p.name == "filter" and p.config == plans[i - 1].config)]
+    batches = (pa.Table.from_batches([b]) for b in iter_manifest_batches(source, "clips", batch_size=1 << 17))
     writer = None
     try:
         for table in runner.run_in_process(batches, plans):

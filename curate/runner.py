@@ -291,5 +291,12 @@ def run_on_ray(
         else:
             compute = ray.data.TaskPoolStrategy(size=size) if size else None
             ds = ds.map_batches(_stage_task, fn_kwargs={"plan": plan}, compute=compute, **common, **options)
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        yield block
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            yield block
+    except ray.exceptions.RayTaskError as exc:
+        # A bad manifest found by a read task, a bad stage configuration: the error itself, not
+        # the worker's traceback, so the CLI reports it in one line.
+        if isinstance(exc.cause, (ValueError, OSError)):
+            raise exc.cause from None
+        raise

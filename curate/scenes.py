@@ -26,10 +26,8 @@ import pyarrow as pa
 from typing import Literal
 
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, VIDEO_SCHEMA, clip_id_for
-from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
 from lavie.curate.stage import Resources, Stage, StageConfig
-from lavie.curate.video import ffmpeg_exe, iter_frames, prefetch, scaled_size
 
 DETECTORS = ("adaptive", "content", "transnetv2")
 CUT_MODES = ("reencode", "copy", "virtual")
@@ -94,6 +92,8 @@ def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int,
 
     `transnet` is a loaded `TransNetV2Detector`, needed when `config.detector` is "transnetv2".
     """
+    from lavie.curate.video import iter_frames, prefetch, scaled_size  # PyAV: only where frames are read
+
     if config.detector == "transnetv2":
         if transnet is None:
             raise ValueError("the transnetv2 detector needs its model: pass transnet=TransNetV2Detector()")
@@ -184,48 +184,54 @@ def _run_ffmpeg(cmd: list[str]) -> None:
         raise RuntimeError(f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
 
 
+def _ffmpeg(stream) -> list[str]:
+    """The command line of an ffmpeg-python graph, for the toolkit's ffmpeg, quiet and non-interactive."""
+    from lavie.curate.video import ffmpeg_exe
+
+    return stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output().compile(
+        cmd=ffmpeg_exe())
+
+
 def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction) -> None:
+    import ffmpeg
+
     # Keep only frames that belong to some clip (short scenes between clips are skipped), and
     # number the kept frames so that segment boundaries fall on clip starts.
-    keep = "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges)
+    keep = "+".join(f"between(n,{a},{b - 1})" for a, b in ranges)
     starts, total = [], 0
     for a, b in ranges:
         starts.append(total)
         total += b - a
     force = "+".join(f"eq(n,{s})" for s in starts)
-    seg_frames = ",".join(str(s) for s in starts[1:])
-    cmd = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source),
-        "-map", "0:v:0", "-an", "-sn", "-dn",
-        # Kept frames are renumbered on a constant-rate clock at the source's rate, also for a
-        # variable-frame-rate source: a clip holds exactly its frames.
-        "-vf", f"select='{keep}',setpts=N*{fps.denominator}/({fps.numerator}*TB)",
-        "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr", "-frames:v", str(total),
-        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-        "-force_key_frames", f"expr:{force}",
-        "-f", "segment", "-reset_timestamps", "1", "-segment_format", "mp4",
-    ]
-    if seg_frames:
-        cmd += ["-segment_frames", seg_frames]
-    else:
-        cmd += ["-segment_time", "999999999"]
-    cmd.append(str(tmp_dir / "%05d.mp4"))
-    _run_ffmpeg(cmd)
+    # Kept frames are renumbered on a constant-rate clock at the source's rate, also for a
+    # variable-frame-rate source: a clip holds exactly its frames.
+    video = (ffmpeg.input(str(source))["v:0"]
+             .filter("select", keep)
+             .filter("setpts", f"N*{fps.denominator}/({fps.numerator}*TB)"))
+    split = ({"segment_frames": ",".join(str(s) for s in starts[1:])} if len(starts) > 1
+             else {"segment_time": "999999999"})
+    out = ffmpeg.output(
+        video, str(tmp_dir / "%05d.mp4"), an=None, sn=None, dn=None,
+        r=f"{fps.numerator}/{fps.denominator}", fps_mode="cfr", vcodec="libx264", preset=preset, crf=crf,
+        pix_fmt="yuv420p", force_key_frames=f"expr:{force}", f="segment", reset_timestamps=1,
+        segment_format="mp4", **{"frames:v": total}, **split,
+    )
+    _run_ffmpeg(_ffmpeg(out))
     made = sorted(tmp_dir.glob("*.mp4"))
     if len(made) != len(ranges):
         raise RuntimeError(f"ffmpeg wrote {len(made)} segments for {len(ranges)} clips")
 
 
 def _cut_copy(source, ranges, tmp_dir: Path, fps: Fraction) -> None:
+    import ffmpeg
+
     for i, (a, b) in enumerate(ranges):
         start = float(Fraction(a) / fps)
         duration = float(Fraction(b - a) / fps)
-        _run_ffmpeg([
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-ss", f"{start:.6f}", "-i", str(source), "-t", f"{duration:.6f}",
-            "-map", "0:v:0", "-an", "-c", "copy", "-avoid_negative_ts", "make_zero",
-            str(tmp_dir / f"{i:05d}.mp4"),
-        ])
+        out = ffmpeg.input(str(source), ss=f"{start:.6f}").output(
+            str(tmp_dir / f"{i:05d}.mp4"), t=f"{duration:.6f}", map="0:v:0", an=None, c="copy",
+            avoid_negative_ts="make_zero")
+        _run_ffmpeg(_ffmpeg(out))
 
 
 VIDEO_COLUMN = "_video"  # the source's `videos` row, carried on each of its clip rows
@@ -293,6 +299,8 @@ class ScenesStage(Stage):
 
     def process(self, source_path: str, video_id: str, category: str | None, index: int = 0) -> list[dict]:
         """The clip rows of one source (one error row when it fails), each with its `_video`."""
+        from lavie.curate.probe import probe
+
         info = probe(source_path)
         video = {**info.row(), "video_id": video_id, "category": category,
                  "num_scenes": None, "num_clips": None, "num_pieces": None, "status": STATUS_OK,
@@ -326,7 +334,7 @@ class ScenesStage(Stage):
             c["_input"] = index
         return clips
 
-    def _clips(self, info: Probe, video_id: str, category: str | None) -> list[dict]:
+    def _clips(self, info, video_id: str, category: str | None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
         cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, self.transnet)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames

@@ -136,7 +136,8 @@ def _watch_stage_workers(raylets: dict[str, int], seen: dict[str, set[int]], sto
                     title = " ".join(worker.cmdline()).strip()
                 except psutil.Error:
                     continue
-                if title.startswith(STAGE_WORKER) and title.endswith(".submit"):
+                # An actor running a batch, or a task worker running a stage (the scenes flat map).
+                if (title.startswith(STAGE_WORKER) and title.endswith(".submit")) or title.startswith("ray::MapBatches("):
                     seen[node].add(worker.pid)
         time.sleep(0.05)
 

@@ -175,7 +175,7 @@ def test_filter_cli_rejects_broken_manifests_in_one_line(case):
         path.write_bytes(data)
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = curate_main(["filter", str(path), "-o", str(Path(tmp) / "out"), "--no-aesthetic", "--no-progress"])
+            code = curate_main(["filter", str(path), "-o", str(Path(tmp) / "out"), "--cheap-only", "--no-progress"])
         _one_line_error(code, err.getvalue(), None)
         assert expect.strip("'") in err.getvalue() or "Parquet" in err.getvalue(), err.getvalue()
         assert not (Path(tmp) / "out" / "clips.parquet").exists()

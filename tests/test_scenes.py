@@ -317,7 +317,7 @@ def test_samples_cli_writes_truth(tmp_path, capsys):
     # The CLI path of the generator (the fixture used the library call).
     assert curate_main(["samples", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "cuts.json").exists()
-    assert len(list((tmp_path / "s").rglob("*.mp4"))) == 4
+    assert len(list((tmp_path / "s").rglob("*.mp4"))) == 5
 
 
 def test_frames_of_a_rotated_source_come_out_upright(scenes_out):
