@@ -167,10 +167,15 @@ def _scenes_config(args: argparse.Namespace):
 
 
 def _require_output(out_dir: Path) -> None:
-    from lavie.curate.video import is_writable_dir
-
-    if not is_writable_dir(out_dir):
-        raise UsageError(f"output folder {out_dir} cannot be created or written to")
+    # Checked here rather than through lavie.curate.video: a command that reads no video
+    # (filter, report, import) should not pay for importing PyAV.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        raise UsageError(f"output folder {out_dir} cannot be created or written to") from None
 
 
 def _require_input(path: Path, what: str, folder: bool = False) -> None:

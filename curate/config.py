@@ -266,7 +266,12 @@ def load_curate_config(path: str | os.PathLike | None = None, overrides: list[st
     values: dict = {}
     if path is not None:
         with open(path) as fh:
-            values = yaml.safe_load(fh) or {}
+            try:
+                values = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:  # one line: file, line, column and what is wrong
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+                raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping at the top level")
     pairs = list((settings or {}).items())

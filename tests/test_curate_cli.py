@@ -14,7 +14,7 @@ from lavie.curate.manifest import read_manifest
 # The default pipeline made light for the test machine: fewer frames per clip for the model-free
 # measuring stages, virtual clips.
 LIGHT = ["--set", "stages.scenes.cut=virtual", "--set", "stages.motion.pairs=1",
-         "--set", "stages.text_area.frames=1", "--set", "stages.text_area.short_side=360"]
+         "--set", "stages.text_area.frames=1", "--set", "stages.text_area.short_side=480"]
 
 
 def test_run_executes_the_stage_list_and_reports_it(tmp_path, samples_dir, capsys):
