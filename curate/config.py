@@ -294,6 +294,11 @@ def load_curate_config(path: str | os.PathLike | None = None, overrides: list[st
 
 def _set(values: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if keys == ["stages"]:  # a whole stage list
+        if not isinstance(value, list) or not all(isinstance(e, dict) and "stage" in e for e in value):
+            raise ValueError("stages must be a list of mappings, each with a 'stage' key")
+        values["stages"] = [dict(e) for e in value]
+        return
     if keys[0] != "stages":
         node = values
         for key in keys[:-1]:
