@@ -133,7 +133,8 @@ class MetadataCaptionStage(ColumnStage):
         status, keep = get("status"), get("keep")
         for i in range(n):
             has = caption[i] is not None and not (isinstance(caption[i], float) and np.isnan(caption[i]))
-            if status[i] == STATUS_ERROR or keep[i] is False or (has and not self.config.overwrite):
+            rejected = keep[i] is not None and not bool(keep[i])
+            if status[i] == STATUS_ERROR or rejected or (has and not self.config.overwrite):
                 continue
             path = str(batch["source_path"][i])
             start = _float(batch["start_s"][i]) if "start_s" in batch else None

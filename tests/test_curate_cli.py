@@ -32,7 +32,7 @@ def test_run_executes_the_stage_list_and_reports_it(tmp_path, samples_dir, capsy
     videos = read_manifest(out, "videos").to_pylist()
     # Every failed source is an error row among the clips, with its reason: the funnel counts it.
     failed = [v for v in videos if v["status"] == "error"]
-    assert len(failed) == 4 and summary["videos_error"] == 4
+    assert len(failed) == 5 and summary["videos_error"] == 5
     assert sorted(c["source_path"] for c in clips if c["status"] == "error") == sorted(v["source_path"] for v in failed)
     kept = [c for c in clips if c["keep"]]
     # Kept clips are captioned from their sources' metadata, and say so.
@@ -41,7 +41,7 @@ def test_run_executes_the_stage_list_and_reports_it(tmp_path, samples_dir, capsy
     assert {"resolution", "scene_length", "motion", "text"} <= reasons
 
     stats = json.loads((out / "report" / "stats.json").read_text())["manifests"][0]
-    assert stats["funnel"]["errors"] == 4 and stats["sources_table"]["error"] == 4
+    assert stats["funnel"]["errors"] == 5 and stats["sources_table"]["error"] == 5
     page = (out / "report" / "report.html").read_text()
     assert "Stages: curated" in page and "skipped" in page and "/nowhere/head.pth" in page
     assert "zero_bytes.mp4" in page and 'class="thumb"' in page
@@ -60,7 +60,8 @@ def test_a_ray_slice_resumes_at_row_level(tmp_path, scenes_out):
     # The cheap filters alone run in-process; with the motion stage the slice runs on Ray,
     # journaled part by part.
     cmd = ["filter", str(scenes_out), "--no-aesthetic", "--no-progress", "--set", "stages.motion.pairs=1",
-           "--set", "stages.motion.batch_size=4", "--set", "stages.text_area.frames=1",
+           "--set", "stages.motion.batch_size=4", "--set", "stages.filter.batch_size=4",
+           "--set", "stages.text_area.batch_size=4", "--set", "stages.text_area.frames=1",
            "--set", "stages.text_area.short_side=240"]
     assert curate_main([cmd[0], cmd[1], "-o", str(tmp_path / "a"), *cmd[2:]]) == 0
     parts = sorted((tmp_path / "a" / ".parts" / "clips").glob("*.parquet"))
