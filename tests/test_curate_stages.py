@@ -34,7 +34,7 @@ def test_transnetv2_finds_the_cuts_with_its_bundled_weights(samples_dir, cuts_tr
     from lavie.curate.transnet import TransNetV2Detector
 
     detector = TransNetV2Detector()
-    for name in ("Sports/bars_360p_30.mp4", OVERLAYS):
+    for name in (OVERLAYS,):
         info = probe(samples_dir / name)
         cuts, decoded = detect_cuts(info.source_path, Fraction(info.fps_num, info.fps_den), info.width,
                                     info.height, DetectConfig("transnetv2"), transnet=detector)
@@ -51,24 +51,27 @@ def test_scenes_stage_records_its_detector_and_source_rows(overlay_clips, cuts_t
     assert video["num_pieces"] == 4 and video["status"] == "ok"
 
 
-def test_text_area_separates_burned_in_text_and_logos(overlay_clips, cuts_truth):
-    out = build("text_area")(overlay_clips)
-    areas = out.column("text_area").to_pylist()
+@pytest.fixture(scope="module")
+def measured(overlay_clips) -> pa.Table:
+    """Text area (the middle frame: the overlays are on every frame) and motion of the clips."""
+    return build("motion")(build("text_area", frames=1)(overlay_clips))
+
+
+def test_text_area_separates_burned_in_text_and_logos(measured, cuts_truth):
+    areas = measured.column("text_area").to_pylist()
     threshold = get_stage("filter").Config().max_text_area
     for area, info in zip(areas, cuts_truth[OVERLAYS]["shot_info"]):
         assert (area > threshold) is info["text"], (info["source"], area)
 
 
-def test_motion_flags_the_still_clip(overlay_clips, cuts_truth):
-    out = build("motion")(overlay_clips)
-    motion = out.column("motion").to_pylist()
+def test_motion_flags_the_still_clip(measured, cuts_truth):
+    motion = measured.column("motion").to_pylist()
     floor = get_stage("filter").Config().min_motion
     for value, info in zip(motion, cuts_truth[OVERLAYS]["shot_info"]):
         assert (value < floor) is info["static"], (info["source"], value)
 
 
-def test_filter_rejects_text_and_stills_with_reasons(overlay_clips):
-    measured = build("motion")(build("text_area")(overlay_clips))
+def test_filter_rejects_text_and_stills_with_reasons(measured):
     out = build("filter")(measured)
     reasons = out.column("reject_reason").to_pylist()
     assert reasons[0].startswith("text: ") and reasons[1].startswith("text: ")
