@@ -422,7 +422,7 @@ def render_chart(stats: list[dict], chart: Chart) -> bytes:
         ax.legend(fontsize=8)
     if not any(any(row) for row in values[:len(stats)]):
         ax.text(0.5, 0.5, not_measured(stats, chart.key), ha="center", va="center", transform=ax.transAxes,
-                fontsize=9, wrap=True)
+                fontsize=9, bbox={"facecolor": "white", "edgecolor": "#999", "alpha": 0.9})
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -501,7 +501,7 @@ def not_measured(stats: list[dict], key: str) -> str:
         for s in stats:
             for record in s.get("stages") or []:
                 if record["stage"] == stage and not record["ran"]:
-                    return f"not measured: stage '{stage}' was skipped ({(record['why'] or '')[:90]}...)"
+                    return f"not measured here: stage '{stage}' was skipped (why: see Stages)"
             if s.get("stages") is not None and not any(r["stage"] == stage for r in s["stages"]):
                 return f"not measured: stage '{stage}' is not in this pipeline"
         return f"not measured: no clip has a value (stage '{stage}' did not run on these clips)"
