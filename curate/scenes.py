@@ -184,12 +184,20 @@ def _run_ffmpeg(cmd: list[str]) -> None:
         raise RuntimeError(f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
 
 
-def _ffmpeg(stream) -> list[str]:
-    """The command line of an ffmpeg-python graph, for the toolkit's ffmpeg, quiet and non-interactive."""
+SOURCE = "{source}"  # stands for the source's file name in a graph until the command is compiled
+
+
+def _ffmpeg(stream, source) -> list[str]:
+    """The command line of an ffmpeg-python graph, for the toolkit's ffmpeg, quiet and non-interactive.
+
+    The source's name goes in after compiling: ffmpeg-python cannot hold a name that is not
+    valid UTF-8 (bytes kept as surrogates), which the subprocess call passes on as it is on disk.
+    """
     from lavie.curate.video import ffmpeg_exe
 
-    return stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output().compile(
+    args = stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output().compile(
         cmd=ffmpeg_exe())
+    return [str(source) if a == SOURCE else a for a in args]
 
 
 def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction) -> None:
@@ -205,7 +213,7 @@ def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fra
     force = "+".join(f"eq(n,{s})" for s in starts)
     # Kept frames are renumbered on a constant-rate clock at the source's rate, also for a
     # variable-frame-rate source: a clip holds exactly its frames.
-    video = (ffmpeg.input(str(source))["v:0"]
+    video = (ffmpeg.input(SOURCE)["v:0"]
              .filter("select", keep)
              .filter("setpts", f"N*{fps.denominator}/({fps.numerator}*TB)"))
     split = ({"segment_frames": ",".join(str(s) for s in starts[1:])} if len(starts) > 1
@@ -216,7 +224,7 @@ def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fra
         pix_fmt="yuv420p", force_key_frames=f"expr:{force}", f="segment", reset_timestamps=1,
         segment_format="mp4", **{"frames:v": total}, **split,
     )
-    _run_ffmpeg(_ffmpeg(out))
+    _run_ffmpeg(_ffmpeg(out, source))
     made = sorted(tmp_dir.glob("*.mp4"))
     if len(made) != len(ranges):
         raise RuntimeError(f"ffmpeg wrote {len(made)} segments for {len(ranges)} clips")
@@ -228,10 +236,10 @@ def _cut_copy(source, ranges, tmp_dir: Path, fps: Fraction) -> None:
     for i, (a, b) in enumerate(ranges):
         start = float(Fraction(a) / fps)
         duration = float(Fraction(b - a) / fps)
-        out = ffmpeg.input(str(source), ss=f"{start:.6f}").output(
+        out = ffmpeg.input(SOURCE, ss=f"{start:.6f}").output(
             str(tmp_dir / f"{i:05d}.mp4"), t=f"{duration:.6f}", map="0:v:0", an=None, c="copy",
             avoid_negative_ts="make_zero")
-        _run_ffmpeg(_ffmpeg(out))
+        _run_ffmpeg(_ffmpeg(out, source))
 
 
 VIDEO_COLUMN = "_video"  # the source's `videos` row, carried on each of its clip rows
