@@ -342,8 +342,9 @@ def run_import(kind: str, source: str | os.PathLike, out: str | os.PathLike, roo
     else:
         raise ValueError(f"unknown corpus format {kind!r}; choose webvid or laion")
     cls = get_stage(f"import_{kind}")
-    plan = runner.StagePlan(cls, cls.Config(root=str(root if root is not None else source.parent), probe=probe),
-                            batch_size=batch_rows)
+    # Absolute: a manifest's relative paths are relative to its own folder.
+    root = (Path(root) if root is not None else source.parent).absolute()
+    plan = runner.StagePlan(cls, cls.Config(root=str(root), probe=probe), batch_size=batch_rows)
     if runner.needs_ray([plan]):
         table = pa.concat_tables(list(records))
         blocks = runner.run_on_ray(table, [plan], ray_address, rows_per_block=256)
