@@ -59,6 +59,8 @@ def clip_rows(draw, n: int) -> pa.Table:
 
 
 def _replace(tbl: pa.Table, name: str, array: pa.Array) -> pa.Table:
+    if name not in tbl.column_names:  # an optional column the rows do not carry: add it
+        return tbl.append_column(pa.field(name, array.type), array)
     return tbl.set_column(tbl.column_names.index(name), pa.field(name, array.type), array)
 
 
