@@ -260,7 +260,11 @@ class FilterStage(Stage):
     default_batch_size = 65536
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return filter_table(batch, self.config)
+        from lavie.curate.finite import reject_non_finite
+
+        # NaN and infinities are not values to compare: their rows are rejected first, with the
+        # column named (lavie.curate.finite); a null, an unknown, passes as every rule lets it.
+        return filter_table(reject_non_finite(batch), self.config)
 
 
 def count_words(caption: str) -> int:

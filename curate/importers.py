@@ -342,7 +342,7 @@ def run_import(kind: str, source: str | os.PathLike, out: str | os.PathLike, roo
     else:
         raise ValueError(f"unknown corpus format {kind!r}; choose webvid or laion")
     cls = get_stage(f"import_{kind}")
-    # Absolute: a manifest's relative paths are relative to its own folder.
+    # Absolute: a manifest's relative paths are relative to its own folder (lavie.curate.paths).
     root = (Path(root) if root is not None else source.parent).absolute()
     plan = runner.StagePlan(cls, cls.Config(root=str(root), probe=probe), batch_size=batch_rows)
     if runner.needs_ray([plan]):
@@ -357,6 +357,7 @@ def _write_stream(blocks, path: Path) -> ImportSummary:
     import uuid
 
     from lavie.curate.manifest import OutputError
+    from lavie.curate.paths import with_root
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -379,12 +380,12 @@ def _write_stream(blocks, path: Path) -> ImportSummary:
                 block = block.take(fresh)
             block = _typed(block)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, block.schema)
+                writer = pq.ParquetWriter(tmp, with_root(block.schema, path))
             writer.write_table(block.cast(writer.schema))
             written += block.num_rows
             errors += sum(s == STATUS_ERROR for s in block.column("status").to_pylist())
         if writer is None:
-            writer = pq.ParquetWriter(tmp, _typed(conform([], "clips")).schema)
+            writer = pq.ParquetWriter(tmp, with_root(_typed(conform([], "clips")).schema, path))
         writer.close()
         writer = None
         os.replace(tmp, path)

@@ -38,6 +38,7 @@ from lavie.curate.manifest import (
     manifest_files,
     resolve_manifest,
 )
+from lavie.curate.paths import with_root
 from lavie.curate.registry import get_stage
 from lavie.curate.resume import RunJournal
 
@@ -177,9 +178,12 @@ def _run_from_raw(raw_dir: Path, out_dir: Path, config: CurateConfig, plans, sum
     from lavie.curate.jobs import video_rows
 
     journal = RunJournal(out_dir, videos=True)
-    done = journal.done_videos()
-    todo, summary.skipped_done = video_rows(raw_dir, out_dir, config.input.extensions,
-                                            config.input.category_from_folder, done)
+    journal.done_videos()  # also drops the clips parts a kill left without their videos twin
+    todo, problems, summary.skipped_done = video_rows(raw_dir, out_dir, config.input.extensions,
+                                                      config.input.category_from_folder,
+                                                      journal.videos, journal.clips)
+    if problems:
+        journal.write_failed_sources(problems)
     if todo.num_rows:
         info = runner.RayRun()
         blocks = runner.run_on_ray(todo, plans, config.distribution.ray_address,
@@ -230,14 +234,15 @@ def _run_manifest_in_process(source, out_dir: Path, plans, bar) -> None:
         for table in runner.run_in_process(batches, plans):
             table = conform(table, "clips")
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
+                # The folder paths are measured from (lavie.curate.paths), as every manifest records.
+                writer = pq.ParquetWriter(tmp, with_root(table.schema, final))
             elif table.schema != writer.schema:
                 table = table.cast(writer.schema)
             writer.write_table(table)
             if bar is not None:
                 bar.update(table.num_rows)
         if writer is None:
-            writer = pq.ParquetWriter(tmp, conform([], "clips").schema)
+            writer = pq.ParquetWriter(tmp, with_root(conform([], "clips").schema, final))
         writer.close()
         writer = None
         os.replace(tmp, final)

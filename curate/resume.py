@@ -52,6 +52,19 @@ class RunJournal:
             return block.num_rows
         return self._write_videos(block)
 
+    def write_failed_sources(self, videos: list[dict]) -> None:
+        """Sources known bad before any decoding (unreadable, special files): their `videos` rows,
+        and each one error row among the clips, so every count of clips sees them."""
+        from lavie.curate.manifest import STATUS_ERROR, clip_id_for
+
+        clips = [{"clip_id": clip_id_for(v["video_id"], 0, 0), "video_id": v["video_id"], "kind": "video",
+                  "source_path": v["source_path"], "category": v.get("category"), "status": STATUS_ERROR,
+                  "error": v.get("error"), "keep": False} for v in videos]
+        name = f"part-failed-{uuid.uuid4().hex[:8]}"
+        self.clips.write(clips, name)
+        self.videos.write(videos, name)
+        self.rows_written += len(clips)
+
     def _name(self, block: pa.Table) -> str:
         first = pc.min(block.column(ORDER_COLUMN)).as_py() if ORDER_COLUMN in block.column_names else 0
         return f"part-{int(first or 0):012d}-{uuid.uuid4().hex[:8]}"

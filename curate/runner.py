@@ -25,10 +25,12 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lavie.curate import ray_session, signals
 from lavie.curate.manifest import ORDER_COLUMN
 from lavie.curate.stage import Resources, Stage, StageConfig
 
 log = logging.getLogger(__name__)
+_watcher: ray_session.Watcher | None = None  # reaper of the local Ray this process started
 
 
 # ----------------------------------------------------------------------------------------------
@@ -48,10 +50,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
                  log_to_driver=False)
         where = f"ray cluster at {address}"
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
-                 logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=True)
+        # A local Ray: loopback only, its workers reaped whatever ends this process, and the
+        # folders of finished local sessions pruned (lavie.curate.ray_session).
+        ray_session.prune_sessions()
+        constants = ray._private.ray_constants
+        cluster_mode, constants.ENABLE_RAY_CLUSTER = constants.ENABLE_RAY_CLUSTER, False
+        try:
+            context = ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                               logging_level=logging.WARNING, log_to_driver=False,
+                               configure_logging=True)
+        finally:
+            constants.ENABLE_RAY_CLUSTER = cluster_mode
+        global _watcher
+        if _watcher is not None:  # a session ended with ray.shutdown() rather than shutdown_ray()
+            _watcher.close()
+        _watcher = ray_session.Watcher(context.address_info["session_dir"])
         where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    signals.reinstall()  # ray.init replaces the SIGTERM handler
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws one bar per run, in rows
     ctx.print_on_execution_start = False
@@ -69,8 +84,12 @@ def cluster_resources() -> dict[str, float]:
 def shutdown_ray() -> None:
     import ray
 
+    global _watcher
     if ray.is_initialized():
         ray.shutdown()
+    if _watcher is not None:
+        _watcher.close()
+        _watcher = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,8 +217,12 @@ class ManifestSource:
         from lavie.curate.manifest import check_values, conform
 
         f, group, first, rows = piece
-        table = pq.ParquetFile(f).read_row_group(group)
+        from lavie.curate.paths import resolve_paths
+
+        pf = pq.ParquetFile(f)
+        table = pf.read_row_group(group)
         check_values(table, "clips", where=f)
+        table = resolve_paths(table, f, pf.schema_arrow.metadata or {})  # the manifest path rule
         table = conform(table, "clips")
         table = table.append_column(ORDER_COLUMN, pa.array(range(first, first + rows), pa.int64()))
         done = ray.get(done_ref) if done_ref is not None else None

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 from typing import Literal
 
+from lavie.curate.discover import fs_path
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, VIDEO_SCHEMA, clip_id_for
 from lavie.curate.registry import register_stage
 from lavie.curate.stage import Resources, Stage, StageConfig
@@ -87,10 +88,11 @@ class DetectConfig:
 
 
 def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig,
-                transnet=None) -> tuple[list[int], int]:
+                transnet=None, damage=None) -> tuple[list[int], int]:
     """Frame indices where a new scene starts (0 excluded), and the number of frames decoded.
 
-    `transnet` is a loaded `TransNetV2Detector`, needed when `config.detector` is "transnetv2".
+    `transnet` is a loaded `TransNetV2Detector`, needed when `config.detector` is "transnetv2";
+    `damage` (a `DecodeDamage`) records corrupt stretches decoded past.
     """
     from lavie.curate.video import iter_frames, prefetch, scaled_size  # PyAV: only where frames are read
 
@@ -104,7 +106,7 @@ def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int,
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
     last = -1
-    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode))
+    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode, damage=damage))
     for index, bgr in frames:
         for tc in detector.process_frame(FrameTimecode(index, fps), bgr):
             cuts.append(tc.frame_num)
@@ -149,6 +151,7 @@ def cut_clips(
     crf: int = 18,
     preset: str = "veryfast",
     fps: Fraction | None = None,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Write one clip file per frame range, each file appearing whole or not at all.
 
@@ -163,11 +166,14 @@ def cut_clips(
         raise ValueError("cutting clips needs the source fps")
     if not ranges:
         return
+    from lavie.curate.video import encode_pix_fmt
+
+    source = fs_path(source)  # the name on disk of a manifest path
     tmp_dir = out_paths[0].parent / f".cut-{uuid.uuid4().hex}"
     tmp_dir.mkdir(parents=True)
     try:
         if mode == "reencode":
-            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps)
+            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps, encode_pix_fmt(*(size or (None, None))))
         else:
             _cut_copy(source, ranges, tmp_dir, fps)
         for i, final in enumerate(out_paths):
@@ -178,10 +184,11 @@ def cut_clips(
 
 
 def _run_ffmpeg(cmd: list[str]) -> None:
+    from lavie.curate.video import ffmpeg_failure
+
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(ffmpeg_failure(proc.returncode, proc.stderr))
 
 
 SOURCE = "{source}"  # stands for the source's file name in a graph until the command is compiled
@@ -200,7 +207,8 @@ def _ffmpeg(stream, source) -> list[str]:
     return [str(source) if a == SOURCE else a for a in args]
 
 
-def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction) -> None:
+def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction,
+                  pix_fmt: str = "yuv420p") -> None:
     import ffmpeg
 
     # Keep only frames that belong to some clip (short scenes between clips are skipped), and
@@ -221,7 +229,7 @@ def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fra
     out = ffmpeg.output(
         video, str(tmp_dir / "%05d.mp4"), an=None, sn=None, dn=None,
         r=f"{fps.numerator}/{fps.denominator}", fps_mode="cfr", vcodec="libx264", preset=preset, crf=crf,
-        pix_fmt="yuv420p", force_key_frames=f"expr:{force}", f="segment", reset_timestamps=1,
+        pix_fmt=pix_fmt, force_key_frames=f"expr:{force}", f="segment", reset_timestamps=1,
         segment_format="mp4", **{"frames:v": total}, **split,
     )
     _run_ffmpeg(_ffmpeg(out, source))
@@ -243,7 +251,13 @@ def _cut_copy(source, ranges, tmp_dir: Path, fps: Fraction) -> None:
 
 
 VIDEO_COLUMN = "_video"  # the source's `videos` row, carried on each of its clip rows
-VIDEO_TYPE = pa.struct(list(VIDEO_SCHEMA))
+# The `videos` columns, and those a scenes run adds to them: what decoding lost (the damage a
+# source's frames had) and the source's identity on disk for the next run (lavie.curate.sources).
+VIDEO_TYPE = pa.struct(list(VIDEO_SCHEMA) + [
+    pa.field("undecodable_frames", pa.int64()), pa.field("warnings", pa.string()),
+    pa.field("source_signature", pa.string()), pa.field("source_change", pa.string()),
+])
+VIDEO_SOURCE_COLUMNS = ("source_signature", "source_change")  # input columns that belong to the video
 
 
 @register_stage("scenes")
@@ -294,14 +308,18 @@ class ScenesStage(Stage):
         from lavie.curate.manifest import conform
 
         rows: list[dict] = []
-        for i, video in enumerate(batch.select(["source_path", "video_id", "category"]).to_pylist()):
-            rows.extend(self.process(video["source_path"], video["video_id"], video["category"], i))
+        source_columns = [c for c in VIDEO_SOURCE_COLUMNS if c in batch.column_names]
+        for i, video in enumerate(batch.select(["source_path", "video_id", "category", *source_columns]).to_pylist()):
+            clips = self.process(video["source_path"], video["video_id"], video["category"], i)
+            for c in clips:  # what the run knows of the file itself goes to its `videos` row
+                c[VIDEO_COLUMN].update({k: video[k] for k in source_columns})
+            rows.extend(clips)
         take = pa.array([r.pop("_input") for r in rows], pa.int64())
         videos = [r.pop(VIDEO_COLUMN) for r in rows]
         table = conform(rows, "clips").append_column(VIDEO_COLUMN, pa.array(videos, VIDEO_TYPE))
         # Columns the input carried besides these (an order index) repeat on each of its clips.
         for name in batch.column_names:
-            if name not in ("source_path", "video_id", "category") and name not in table.column_names:
+            if name not in ("source_path", "video_id", "category", *source_columns) and name not in table.column_names:
                 table = table.append_column(name, batch.column(name).take(take))
         return table
 
@@ -317,13 +335,17 @@ class ScenesStage(Stage):
         if not info.ok:
             video.update(status=STATUS_ERROR, error=info.error)
         else:
+            from lavie.curate.video import DecodeDamage
+
+            damage = DecodeDamage()  # corrupt stretches are decoded past, and recorded
             try:
-                clips = self._clips(info, video_id, category)
+                clips = self._clips(info, video_id, category, damage)
                 if not clips:
                     video.update(status=STATUS_ERROR, error="no frames could be decoded")
             except Exception as exc:  # bad input is data: the row says why, the run goes on
                 video.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
                 clips = []
+            video.update(damage.summary(info.num_frames))
         if video["status"] == STATUS_ERROR:
             clips = [{
                 "clip_id": clip_id_for(video_id, 0, 0), "video_id": video_id, "kind": "video",
@@ -336,15 +358,15 @@ class ScenesStage(Stage):
             video["num_scenes"] = len({c.pop("_scene") for c in clips})
             video["num_clips"] = sum(1 for c in clips if c["keep"])
             video["num_pieces"] = len(clips)
-        row_video = {f.name: video.get(f.name) for f in VIDEO_SCHEMA}
         for c in clips:
-            c[VIDEO_COLUMN] = row_video
+            c[VIDEO_COLUMN] = {f.name: video.get(f.name) for f in VIDEO_TYPE}
             c["_input"] = index
         return clips
 
-    def _clips(self, info, video_id: str, category: str | None) -> list[dict]:
+    def _clips(self, info, video_id: str, category: str | None, damage=None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
-        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, self.transnet)
+        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, self.transnet,
+                                    damage)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames
         scenes = scenes_from_cuts(cuts, num_frames)
         pieces = split_long(scenes, info.fps, self.config.max_seconds)
@@ -371,13 +393,18 @@ class ScenesStage(Stage):
         kept = [c for c in clips if c["keep"]]
         # A killed run may have left some of this video's clips: start its folder afresh.
         shutil.rmtree(self.clips_dir / video_id, ignore_errors=True)
-        if self.config.cut != "virtual" and kept:
+        # Frame indices count decoded frames. Past a corrupt stretch a seek (which counts by
+        # timestamp) would disagree, so a damaged source's clips are always cut to files.
+        damaged = damage is not None and damage.packets
+        cut = "reencode" if self.config.cut == "virtual" and damaged else self.config.cut
+        if cut != "virtual" and kept:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=self.config.cut, crf=self.config.crf, preset=self.config.preset, fps=fps)
+                      mode=cut, crf=self.config.crf, preset=self.config.preset, fps=fps,
+                      size=(info.width, info.height))
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)
-                if self.config.cut == "reencode":
+                if cut == "reencode":
                     c["codec"] = "h264"
         return clips
