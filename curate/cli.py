@@ -325,7 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         check_config_file(getattr(args, "config", None))
         with locked_output(args):
             return COMMANDS[args.command](args)
-    except (signals.Interrupted, SystemExit) as exc:
+    except (signals.Interrupted, SystemExit, SystemError) as exc:
+        if isinstance(exc, SystemError):
+            # The signal came while Ray's C code ran (a ray.get building the dataset): Python
+            # reports the handler's exception wrapped in a SystemError.
+            inner = exc.__context__ or exc.__cause__
+            if not isinstance(inner, signals.Interrupted):
+                raise
+            exc = inner
         if isinstance(exc, SystemExit):
             if exc.code != signals.signal.SIGTERM:
                 raise
