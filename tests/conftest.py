@@ -31,12 +31,18 @@ def cuts_truth(samples_dir) -> dict:
 @pytest.fixture(scope="session")
 def scenes_out(samples_dir, tmp_path_factory) -> Path:
     """One uninterrupted `scenes` run over the samples (clip files re-encoded)."""
-    from lavie.curate.config import CurateConfig
-    from lavie.curate.jobs import run_scenes
-
     out = tmp_path_factory.mktemp("scenes")
-    run_scenes(samples_dir, out, CurateConfig(), progress=False)
+    run_scenes(samples_dir, out)
     return out
+
+
+def run_scenes(raw, out, *overrides: str):
+    """The `scenes` slice of the default pipeline over `raw` into `out` (`--set` overrides)."""
+    from lavie.curate.config import load_curate_config
+    from lavie.curate.pipeline import run_stages, slice_entries
+
+    config = load_curate_config(None, list(overrides))
+    return run_stages(raw, out, config, slice_entries(config, "scenes"), label="scenes", progress=False)
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ CASES = [
     # (cli, argv with {tmp} for the temp folder, exit status, words the line must hold)
     ("curate", ["scenes", "{tmp}/raw", "-o", "{tmp}/out", "-c", "{tmp}/bad.yaml"], 2, "line 3, column 12: not valid YAML"),
     ("curate", ["scenes", "{tmp}/raw", "-o", "{tmp}/out", "-c", "{tmp}/missing.yaml"], 2, "config file {tmp}/missing.yaml does not exist"),
-    ("curate", ["scenes", "{tmp}/raw", "-o", "{tmp}/out", "--set", "scenes.min_frame=3"], 2, "unknown key scenes.min_frame"),
+    ("curate", ["scenes", "{tmp}/raw", "-o", "{tmp}/out", "--set", "stages.scenes.min_frame=3"], 2,
+     "stages[0] (scenes): unknown key 'min_frame'"),
+    ("curate", ["scenes", "{tmp}/raw", "-o", "{tmp}/out", "--set", "scenes.min_frames=3"], 2, "unknown key 'scenes'"),
     ("curate", ["scenes", "{tmp}/nowhere", "-o", "{tmp}/out"], 2, "raw video folder {tmp}/nowhere does not exist"),
     ("curate", ["scenes", "{tmp}/raw"], 2, "the following arguments are required: -o/--out"),
     ("curate", ["run", "{tmp}/raw", "-o", "{tmp}/a_file/out"], 2, "cannot be created or written to"),

@@ -51,8 +51,9 @@ def _wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float 
 class LocalCluster:
     """A head and one worker node on loopback; `stop()` ends exactly their processes."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, worker_gpus: int = 0):
         self.root = root
+        self.worker_gpus = worker_gpus
         # Ray's sockets live under its temp dir, and a Unix socket path has at most 107 bytes:
         # pytest's tmp_path is too deep for that.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="lavie-ray-", dir="/tmp" if Path("/tmp").is_dir() else None))
@@ -78,8 +79,10 @@ class LocalCluster:
             "--head", f"--port={self.port}", "--temp-dir", str(self.temp_dir),
             "--include-dashboard=false", "--dashboard-port", str(_free_port()),
             "--ray-client-server-port", str(_free_port()), "--resources", json.dumps({"head_node": 1}),
+            "--num-gpus", "0",
         ])
-        self._start("worker", ["--address", self.address, "--resources", json.dumps({"worker_node": 1})])
+        self._start("worker", ["--address", self.address, "--resources", json.dumps({"worker_node": 1}),
+                               "--num-gpus", str(self.worker_gpus)])
         return self
 
     def raylets(self) -> dict[str, int]:
@@ -133,7 +136,8 @@ def _watch_stage_workers(raylets: dict[str, int], seen: dict[str, set[int]], sto
                     title = " ".join(worker.cmdline()).strip()
                 except psutil.Error:
                     continue
-                if title.startswith(STAGE_WORKER) and title.endswith(".submit"):
+                # An actor running a batch, or a task worker running a stage (the scenes flat map).
+                if (title.startswith(STAGE_WORKER) and title.endswith(".submit")) or title.startswith("ray::MapBatches("):
                     seen[node].add(worker.pid)
         time.sleep(0.05)
 
@@ -156,10 +160,11 @@ def test_run_on_a_two_node_cluster_matches_a_local_run(tmp_path, samples_dir, sc
         watcher.start()
         out = tmp_path / "out"
         # Two scenes workers (one CPU each): one lands on each node.
+        pipeline = tmp_path / "pipeline.yaml"
+        pipeline.write_text("stages:\n  - stage: scenes\n  - stage: filter\n")
         run = subprocess.run(
             [str(BIN / "lavie-curate"), "run", str(samples_dir), "-o", str(out), "--ray-address", cluster.address,
-             "--workers", "2", "--set", "aesthetic.enabled=false", "--set", "caption.enabled=false",
-             "--no-progress"],
+             "-c", str(pipeline), "--no-progress"],
             env=cluster.env, capture_output=True, text=True, timeout=480,
         )
         stop.set()
@@ -173,11 +178,67 @@ def test_run_on_a_two_node_cluster_matches_a_local_run(tmp_path, samples_dir, sc
     assert not [pid for pid in raylets.values() if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
-    # The same manifests as the local run: scenes from the session's local scenes run, the
-    # cheap filters run here on it in this process's local Ray.
-    assert _rows(out / "scenes" / "clips.parquet") == _rows(scenes_out / "clips.parquet")
+    # The same manifest as a local run: the session's local scenes run, filtered here in-process.
     local = tmp_path / "local-filtered"
-    assert curate_main(["filter", str(scenes_out), "-o", str(local), "--no-aesthetic", "--no-progress"]) == 0
-    assert _rows(out / "filtered" / "clips.parquet") == _rows(local / "clips.parquet")
+    assert curate_main(["filter", str(scenes_out), "-o", str(local), "--cheap-only", "--no-progress"]) == 0
+    assert _rows(out / "clips.parquet") == _rows(local / "clips.parquet")
     assert (out / "report" / "report.html").is_file()
     assert "RAY_ADDRESS" not in os.environ
+
+
+# A driver joining the cluster: a stage that declares one GPU records where its actor ran.
+GPU_DRIVER = """
+import json, sys
+import ray
+import pyarrow as pa
+from lavie.curate.config import load_curate_config
+from lavie.curate.pipeline import run_stages
+from lavie.curate.registry import register_stage
+from lavie.curate.stage import Resources, Stage
+
+
+@register_stage("where_am_i")
+class WhereAmI(Stage):
+    RESOURCES = Resources(cpus=1.0, gpus=1.0, holds_model=True)
+
+    def setup(self):
+        self.node = ray.get_runtime_context().get_node_id()
+        self.gpus = ",".join(str(g) for g in ray.get_gpu_ids())
+
+    def __call__(self, batch):
+        return (batch.append_column("node", pa.array([self.node] * batch.num_rows))
+                     .append_column("gpus", pa.array([self.gpus] * batch.num_rows)))
+
+
+raw, out, address = sys.argv[1:4]
+config = load_curate_config(None, settings={"distribution.ray_address": address, "stages": [
+    {"stage": "scenes", "cut": "virtual"}, {"stage": "where_am_i"}]})
+summary = run_stages(raw, out, config, progress=False)
+nodes = {n["NodeID"]: n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]}
+print(json.dumps({"nodes": nodes, "placement": summary.placement}))
+"""
+
+
+@pytest.mark.slow
+def test_gpu_stages_run_where_the_cluster_has_gpus(tmp_path, samples_dir):
+    """Only the worker node declares a GPU (`ray start --num-gpus 1`); the driver has none. The
+    GPU-declaring stage must ask for it (from `ray.cluster_resources()`) and run on that node."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    os.symlink(samples_dir / "Travel" / "life_720p_25.mp4", raw / "life.mp4")
+    cluster = LocalCluster(tmp_path, worker_gpus=1)
+    try:
+        cluster.start()
+        run = subprocess.run([sys.executable, "-c", GPU_DRIVER, str(raw), str(tmp_path / "out"), cluster.address],
+                             env={**cluster.env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
+                             timeout=480)
+    finally:
+        cluster.stop()
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    info = json.loads(run.stdout.strip().splitlines()[-1])
+    gpu_nodes = [node for node, gpus in info["nodes"].items() if gpus > 0]
+    assert len(info["nodes"]) == 2 and len(gpu_nodes) == 1
+    assert info["placement"]["where_am_i"]["num_gpus"] == 1.0
+    rows = pq.read_table(tmp_path / "out" / "clips.parquet").to_pylist()
+    assert rows and {r["node"] for r in rows} == set(gpu_nodes)
+    assert {r["gpus"] for r in rows} == {"0"}

@@ -21,7 +21,6 @@ import torch
 
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, conform
 from lavie.curate.registry import get_stage
-from lavie.curate.runner import StageSpec, run_local
 
 # -- tiny models ---------------------------------------------------------------------------------
 
@@ -263,8 +262,22 @@ def run_stage(name: str, table: pa.Table, batch_size: int = 3, **kwargs) -> pa.T
     Blocks are conformed to the manifest schema as the writer does: a column that is all null
     in one block (no clip failed there) gets its declared type.
     """
-    blocks = run_local(table, StageSpec(name, kwargs, batch_size=batch_size))
+    stage = build_stage(name, **kwargs)
+    stage.setup()
+    blocks = [stage(table.slice(i, batch_size)) for i in range(0, table.num_rows, batch_size)]
     return pa.concat_tables([conform(block, "clips") for block in blocks])
+
+
+def build_stage(name: str, **kwargs):
+    """The stage that does what `name` names: aesthetic and category are the `clip` stage's two
+    outputs (one CLIP pass), each alone here."""
+    if name == "aesthetic":
+        name, kwargs = "clip", {**kwargs, "category": False}
+    elif name == "category":
+        kwargs = {("overwrite_category" if k == "overwrite" else k): v for k, v in kwargs.items()}
+        name, kwargs = "clip", {**kwargs, "aesthetic": False}
+    cls = get_stage(name)
+    return cls(cls.Config(**kwargs))
 
 
 def by_id(table: pa.Table, column: str) -> dict:
@@ -339,40 +352,56 @@ def test_aesthetic_min_reduction_is_at_most_the_mean(models, rows):
 
 
 def test_aesthetic_bad_configuration_is_a_value_error(models):
-    cls = get_stage("aesthetic")
-    with pytest.raises(ValueError, match="aesthetic.reduce"):
-        cls(head=models["head"]["pth"], reduce="max", **models["clip"]["named"])
+    cls = get_stage("clip")
+    with pytest.raises(ValueError, match="clip.reduce"):
+        cls.Config(head=models["head"]["pth"], reduce="max", **models["clip"]["named"])
     from lavie.curate.aesthetic import AestheticHead
 
     wrong = Path(models["head"]["pth"]).with_name("head768.pth")
     torch.save(AestheticHead(768).state_dict(), wrong)
     with pytest.raises(ValueError, match="768-d embeddings"):
-        cls(head=str(wrong), **models["clip"]["named"])
+        build_stage("aesthetic", head=str(wrong), **models["clip"]["named"]).setup()
+
+
+def test_one_clip_pass_gives_both_aesthetic_and_category(models, rows, monkeypatch):
+    from lavie.curate.clip_backbone import ClipBackbone
+
+    calls = []
+    encode = ClipBackbone.encode_frames
+    monkeypatch.setattr(ClipBackbone, "encode_frames", lambda self, f, **k: calls.append(len(f)) or encode(self, f, **k))
+    both = run_stage("clip", rows, batch_size=7, head=models["head"]["pth"], **models["clip"]["named"])
+    assert calls == [4 * 3]  # one embedding pass over the 4 surviving clips' 3 frames
+    alone = run_stage("aesthetic", rows, batch_size=7, head=models["head"]["pth"], **models["clip"]["named"])
+    cat = run_stage("category", rows, batch_size=7, **models["clip"]["named"])
+    for a, b in zip(both.column("aesthetic").to_pylist(), alone.column("aesthetic").to_pylist()):
+        assert (a is None and b is None) or a == pytest.approx(b, abs=1e-5)
+    assert both.column("category").to_pylist() == cat.column("category").to_pylist()
 
 
 def test_missing_aesthetic_models_are_clear_errors(models, tmp_path):
     from lavie.curate.aesthetic import DEFAULT_HEAD
 
-    cls = get_stage("aesthetic")
-    assert cls.uses_model and cls.wants_gpu
-    assert cls.check_available(head=models["head"]["pth"], **models["clip"]["local_dir"]) is None
+    cls = get_stage("clip")
+    assert cls.RESOURCES.holds_model and cls.RESOURCES.gpus
+    check = lambda **kw: cls.check_available(cls.Config(**kw))  # noqa: E731
+    assert check(head=models["head"]["pth"], **models["clip"]["local_dir"]) is None
     # The published head from the hub: not in this offline cache.
-    reason = cls.check_available(head=DEFAULT_HEAD, **models["clip"]["named"])
-    assert DEFAULT_HEAD in reason and "--set aesthetic.head=" in reason
+    reason = check(head=DEFAULT_HEAD, **models["clip"]["named"])
+    assert DEFAULT_HEAD in reason and "--set stages.clip.head=" in reason
     with pytest.raises(FileNotFoundError) as err:
-        cls(head=DEFAULT_HEAD, **models["clip"]["named"])
-    assert DEFAULT_HEAD in str(err.value) and "--set aesthetic.head=" in str(err.value)
+        build_stage("clip", head=DEFAULT_HEAD, **models["clip"]["named"]).setup()
+    assert DEFAULT_HEAD in str(err.value) and "--set stages.clip.head=" in str(err.value)
     missing = str(tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
     with pytest.raises(FileNotFoundError, match="sac\\+logos\\+ava1-l14-linearMSE.pth"):
-        cls(head=missing, **models["clip"]["named"])
+        build_stage("clip", head=missing, **models["clip"]["named"]).setup()
     # The real backbone: ViT-L-14 with OpenAI's weights, also not cached here.
-    reason = cls.check_available(head=models["head"]["pth"])
+    reason = check(head=models["head"]["pth"])
     assert "ViT-L-14" in reason and "openai" in reason and "clip_pretrained" in reason
     with pytest.raises(FileNotFoundError, match="ViT-L-14"):
-        cls(head=models["head"]["pth"])
+        build_stage("clip", head=models["head"]["pth"]).setup()
     # A named backbone without weights would score with random ones: refused.
-    reason = cls.check_available(head=models["head"]["pth"], clip_model=TINY_CLIP_NAME, clip_pretrained=None)
-    assert "aesthetic.clip_pretrained" in reason
+    reason = check(head=models["head"]["pth"], clip_model=TINY_CLIP_NAME, clip_pretrained=None)
+    assert "clip.clip_pretrained" in reason
 
 
 # -- category ------------------------------------------------------------------------------------
@@ -401,7 +430,7 @@ def test_category_fills_missing_categories_only(models, rows):
 
 
 def test_category_is_the_argmax_of_clip_similarities(models, rows):
-    from lavie.curate.category import CategoryStage, VIMEO_CATEGORIES
+    from lavie.curate.category import VIMEO_CATEGORIES
     from lavie.curate.clip_backbone import ClipBackbone
     from lavie.curate.video import clip_frames
 
@@ -412,8 +441,8 @@ def test_category_is_the_argmax_of_clip_similarities(models, rows):
         frames = clip_frames(row["source_path"], row["clip_path"], 0, 16, 3, size=(42, 32))
         emb = backbone.encode_frames(frames).mean(0)
         assert out[row["clip_id"]] == VIMEO_CATEGORIES[int((emb @ text.T).argmax())]
-    with pytest.raises(ValueError, match="category.prompt"):
-        CategoryStage(prompt="a video", **models["clip"]["named"])
+    with pytest.raises(ValueError, match="clip.prompt"):
+        build_stage("category", prompt="a video", **models["clip"]["named"])
 
 
 # -- caption -------------------------------------------------------------------------------------
@@ -463,15 +492,15 @@ def test_sampled_captions_follow_the_seed(models, rows):
 
 def test_missing_caption_model_is_a_clear_error(tmp_path):
     cls = get_stage("caption")
-    assert cls.uses_model and cls.wants_gpu
+    assert cls.RESOURCES.holds_model and cls.RESOURCES.gpus
     for model in ("Qwen/Qwen2.5-VL-3B-Instruct", str(tmp_path / "no-such-model")):
-        reason = cls.check_available(model=model)
-        assert model in reason and "--set caption.model=" in reason
+        reason = cls.check_available(cls.Config(model=model))
+        assert model in reason and "--set stages.caption.model=" in reason
         with pytest.raises(FileNotFoundError) as err:
-            cls(model=model)
-        assert model in str(err.value) and "--set caption.model=" in str(err.value)
-    with pytest.raises(ValueError, match="caption.frames_as"):
-        cls(model=str(tmp_path), frames_as="gif")
+            build_stage("caption", model=model).setup()
+        assert model in str(err.value) and "--set stages.caption.model=" in str(err.value)
+    with pytest.raises(ValueError, match="frames_as"):
+        cls.Config(model=str(tmp_path), frames_as="gif")
 
 
 def test_a_clip_the_captioner_fails_on_becomes_an_error_row(models, rows, monkeypatch):

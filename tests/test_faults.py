@@ -54,7 +54,8 @@ def _busy_stage_workers(root_pid: int) -> list[psutil.Process]:
     """Stage actors under `root_pid` that are running a batch right now.
 
     Ray titles a worker process `ray::<actor class>.<method>` while it runs a method, so a
-    Ray Data actor working on a block reads `ray::MapWorker(MapBatches(_StageActor)).submit`.
+    Ray Data actor working on a block reads `ray::MapWorker(MapBatches(_StageActor)).submit`,
+    and a task worker running a stage (the scenes flat map) `ray::MapBatches(_stage_task)`.
     Only descendants of our own run count: other Rays on this machine are left alone.
     """
     try:
@@ -67,7 +68,7 @@ def _busy_stage_workers(root_pid: int) -> list[psutil.Process]:
             title = " ".join(proc.cmdline()).strip()
         except psutil.Error:
             continue
-        if title.startswith("ray::MapWorker") and title.endswith(".submit"):
+        if (title.startswith("ray::MapWorker") and title.endswith(".submit")) or title.startswith("ray::MapBatches("):
             busy.append(proc)
     return busy
 

@@ -15,13 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from hostile_corpus import NON_UTF8, encode, make_corpus, make_long_path
-from lavie.curate.config import CurateConfig
+from conftest import run_scenes
+from lavie.curate.cli import main as curate_main
+from lavie.curate.config import InputConfig
 from lavie.curate.discover import discover_sources, display_path, fs_path
-from lavie.curate.jobs import run_clip_stages, run_scenes
 from lavie.curate.manifest import read_manifest
 from lavie.curate.video import clip_frames, ffmpeg_exe, ffmpeg_failure
 
-EXTS = CurateConfig().input.extensions
+EXTS = InputConfig().extensions
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,8 @@ def hostile_raw(tmp_path_factory):
     return root, expected
 
 
-def _config(cut: str) -> CurateConfig:
-    config = CurateConfig()
-    config.scenes.cut = cut
-    config.scenes.min_frames = 2
-    config.distribution.workers = 2
-    return config
+def _config(cut: str) -> list[str]:
+    return [f"stages.scenes.cut={cut}", "stages.scenes.min_frames=2", "distribution.workers=2"]
 
 
 def test_discovery_finds_every_input_without_opening_it(hostile_raw):
@@ -58,7 +55,7 @@ def test_discovery_finds_every_input_without_opening_it(hostile_raw):
 @pytest.mark.parametrize("cut", ["virtual", "reencode"])
 def test_scenes_gives_one_row_per_input(hostile_raw, tmp_path, cut):
     root, expected = hostile_raw
-    summary = run_scenes(root, tmp_path / "out", _config(cut), progress=False)
+    summary = run_scenes(root, tmp_path / "out", *_config(cut))
     videos = pq.read_table(tmp_path / "out" / "videos.parquet").to_pylist()
     rows = {os.path.relpath(r["source_path"], display_path(root)): r for r in videos}
     assert len(videos) == len(expected) == summary.videos
@@ -102,12 +99,12 @@ def test_changed_source_replaces_its_rows_and_the_corpus_folder_moves(tmp_path):
     encode(raw / "w.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], "64x48", 10, 20)
     out = corpus / "scenes"
     config = _config("reencode")
-    run_scenes(raw, out, config, progress=False)
+    run_scenes(raw, out, *config)
     first = pq.read_table(out / "clips.parquet").to_pylist()
 
     with open(raw / "v.mp4", "ab") as fh:  # the source changes between runs
         fh.write(b"x")
-    summary = run_scenes(raw, out, config, progress=False)
+    summary = run_scenes(raw, out, *config)
     videos = pq.read_table(out / "videos.parquet").to_pylist()
     assert len(videos) == 2 and summary.skipped_done == 1
     changed = {Path(r["source_path"]).name: r for r in videos}
@@ -119,11 +116,11 @@ def test_changed_source_replaces_its_rows_and_the_corpus_folder_moves(tmp_path):
     files = [p for p in (out / "clips").rglob("*.mp4")]
     assert sorted(map(str, files)) == sorted(c["clip_path"] for c in clips if c["clip_path"])
 
-    summary = run_scenes(raw, out, config, progress=False)  # unchanged now: nothing to do
+    summary = run_scenes(raw, out, *config)  # unchanged now: nothing to do
     assert summary.skipped_done == 2 and summary.videos == 2
 
     # A movable corpus: a later stage's manifest, then the whole folder moved elsewhere.
-    run_clip_stages(out, corpus / "filtered", [], config, "filtered", progress=False)
+    assert curate_main(["filter", str(out), "-o", str(corpus / "filtered"), "--cheap-only", "--no-progress"]) == 0
     moved = tmp_path / "elsewhere" / "corpus-moved"
     moved.parent.mkdir()
     os.rename(corpus, moved)

@@ -149,9 +149,8 @@ def test_laion_round_trip_upper_case(tmp_path):
     assert c["status"] == "error" and c["error"] == f"image file not found: {images / '000000002.jpg'}"
 
     # The imported rows go through the same filters and report as curated clips.
-    out = FilterStage(**FilterConfig().stage_kwargs())(
-        {name: tbl.column(name).to_numpy(zero_copy_only=False) for name in tbl.column_names})
-    verdict = dict(zip(tbl.column("url").to_pylist(), out["reject_reason"]))
+    out = FilterStage(FilterConfig())(tbl)
+    verdict = dict(zip(tbl.column("url").to_pylist(), out.column("reject_reason").to_pylist()))
     assert verdict == {
         "https://example.org/a.jpg": None,  # one frame, but images are not held to a length
         "https://example.org/b.jpg": "resolution: short side 384 < 720",

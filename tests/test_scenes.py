@@ -21,6 +21,8 @@ from lavie.curate.probe import probe
 from lavie.curate.samples import make_bad_inputs
 from lavie.curate.scenes import DetectConfig, detect_cuts, scenes_from_cuts, split_long
 
+from conftest import run_scenes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -156,9 +158,18 @@ def test_scenes_manifests(scenes_out, samples_dir, cuts_truth):
         else:
             assert v["status"] == "ok" and v["category"] == name.split("/")[0]
     assert len({c["clip_id"] for c in clips}) == len(clips)
+    # A source that failed is one error row among the clips too, with its reason.
+    failed = [c for c in clips if c["status"] == "error"]
+    assert {Path(c["source_path"]).name for c in failed} == {
+        n for n, e in make_bad_inputs_expectations().items() if e == "error"}
+    assert all(c["error"] == by_path[Path(c["source_path"]).relative_to(samples_dir).as_posix()]["error"]
+               for c in failed)
+    # Sources found bad before any decoding (a dangling link) were never shown to a detector.
+    assert {c["detector"] for c in clips if c["status"] == "ok"} == {"adaptive"}
     # The short shot (10 frames) is kept as a row and rejected for its length.
-    short = [c for c in clips if c["num_frames"] < 16]
-    assert len(short) == 1 and short[0]["keep"] is False and short[0]["reject_reason"].startswith("frames:")
+    short = [c for c in clips if c["status"] == "ok" and c["num_frames"] < 16]
+    assert len(short) == 1 and short[0]["keep"] is False
+    assert short[0]["reject_reason"] == "scene_length: 10 frames < 16"
     assert short[0]["source_path"].endswith("bars_360p_30.mp4")
     # Hard-cut clips start where the shots start.
     bars = sorted(c["start_frame"] for c in clips if c["source_path"].endswith("bars_360p_30.mp4"))
@@ -201,26 +212,20 @@ def test_rotated_and_vfr_clips(scenes_out):
 
 
 def test_rerun_skips_done_videos(scenes_out, samples_dir):
-    from lavie.curate.config import CurateConfig
-    from lavie.curate.jobs import run_scenes
-
     before = pq.read_table(scenes_out / "clips.parquet")
-    summary = run_scenes(samples_dir, scenes_out, CurateConfig(), progress=False)
+    summary = run_scenes(samples_dir, scenes_out)
     assert summary.skipped_done == summary.videos
     assert pq.read_table(scenes_out / "clips.parquet").equals(before)
 
 
 def test_virtual_and_copy_modes(tmp_path, samples_dir):
-    from lavie.curate.config import CurateConfig, ScenesConfig
-    from lavie.curate.jobs import run_scenes
-
     raw = tmp_path / "raw"
     raw.mkdir()
     os.symlink(samples_dir / "Sports" / "bars_360p_30.mp4", raw / "bars.mp4")
-    run_scenes(raw, tmp_path / "virtual", CurateConfig(scenes=ScenesConfig(cut="virtual")), progress=False)
+    run_scenes(raw, tmp_path / "virtual", "stages.scenes.cut=virtual")
     virtual = read_manifest(tmp_path / "virtual").to_pylist()
     assert all(c["clip_path"] is None for c in virtual) and not (tmp_path / "virtual" / "clips").exists()
-    run_scenes(raw, tmp_path / "copy", CurateConfig(scenes=ScenesConfig(cut="copy")), progress=False)
+    run_scenes(raw, tmp_path / "copy", "stages.scenes.cut=copy")
     copied = [c for c in read_manifest(tmp_path / "copy").to_pylist() if c["keep"]]
     assert len(copied) == 3 and all(Path(c["clip_path"]).stat().st_size > 0 for c in copied)
 
@@ -280,8 +285,9 @@ def test_cli_unwritable_out(tmp_path, samples_dir, capsys):
 
 
 def test_cli_bad_config_key(tmp_path, samples_dir, capsys):
-    assert curate_main(["scenes", str(samples_dir), "-o", str(tmp_path), "--set", "scenes.min_frame=3"]) == 2
-    assert "scenes.min_frame" in capsys.readouterr().err
+    assert curate_main(["scenes", str(samples_dir), "-o", str(tmp_path), "--set", "stages.scenes.min_frame=3"]) == 2
+    err = capsys.readouterr().err
+    assert "(scenes): unknown key 'min_frame'" in err and "min_frames" in err
 
 
 def test_help_explains(capsys):
@@ -312,7 +318,7 @@ def test_samples_cli_writes_truth(tmp_path, capsys):
     # The CLI path of the generator (the fixture used the library call).
     assert curate_main(["samples", str(tmp_path / "s")]) == 0
     assert (tmp_path / "s" / "cuts.json").exists()
-    assert len(list((tmp_path / "s").rglob("*.mp4"))) == 4
+    assert len(list((tmp_path / "s").rglob("*.mp4"))) == 5
 
 
 def test_frames_of_a_rotated_source_come_out_upright(scenes_out):
@@ -331,14 +337,11 @@ def test_frames_of_a_rotated_source_come_out_upright(scenes_out):
 
 
 def test_a_link_to_a_listed_file_is_taken_once(tmp_path, samples_dir):
-    from lavie.curate.config import CurateConfig, ScenesConfig
-    from lavie.curate.jobs import run_scenes
-
     raw = tmp_path / "raw"
     raw.mkdir()
     os.symlink(samples_dir / "Sports" / "bars_360p_30.mp4", raw / "a.mp4")
     os.symlink(raw / "a.mp4", raw / "b.mp4")
-    summary = run_scenes(raw, tmp_path / "out", CurateConfig(scenes=ScenesConfig(cut="virtual")), progress=False)
-    assert summary.videos == 1 and summary.videos_ok == 1
+    summary = run_scenes(raw, tmp_path / "out", "stages.scenes.cut=virtual")
+    assert summary.videos == 1 and summary.videos_error == 0
     clips = read_manifest(tmp_path / "out").to_pylist()
     assert len(clips) == 4 and len({c["clip_id"] for c in clips}) == 4
