@@ -164,7 +164,7 @@ def _device(spec: str | None):
 
 def cmd_generate(args) -> int:
     from .generate import check_settings, file_sha256
-    from .prompts import build_items
+    from .prompts import DEFAULT_SAMPLES, build_items
     from .sampler import SamplingOptions, output_fps
 
     protocol, prompt_file = next((k, getattr(args, k)) for k in ("ucf101", "msrvtt", "prompts") if getattr(args, k))
@@ -179,7 +179,7 @@ def cmd_generate(args) -> int:
                               negative_prompt=args.negative_prompt, scheduler=args.scheduler, dtype=args.dtype)
     fps = output_fps(options)
     settings = {"protocol": protocol, "prompt_file": str(Path(prompt_file).resolve()), "prompt_file_sha256": file_sha256(prompt_file),
-                "samples_per_prompt": args.samples_per_prompt, "class_prompt": args.class_prompt if protocol == "ucf101" else None,
+                "samples_per_prompt": args.samples_per_prompt or DEFAULT_SAMPLES[protocol], "class_prompt": args.class_prompt if protocol == "ucf101" else None,
                 "seed": args.seed, "crf": args.crf, "fps": fps, **options.to_dict()}
     _check_writable(args.output)
     check_settings(args.output, settings)
@@ -192,7 +192,7 @@ def cmd_generate(args) -> int:
     state = PartialState()
     device = args.device or state.device
     try:
-        sample = load_sampler(options, device)
+        sample = load_sampler(options, device, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:  # an incomplete model folder, a wrong stage
         raise InputError(" ".join(str(err).split())) from None
     try:
@@ -207,7 +207,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_fvd(args) -> int:
-    from .fvd import C3D_SOURCE, I3D_SOURCE, ClipOptions, check_model_file
+    from .fvd import C3D_SOURCE, I3D_SOURCE, ClipOptions, check_model_file, load_cached_stats
     from .generate import file_sha256
     from .videos import open_video_set
 
@@ -225,8 +225,10 @@ def cmd_fvd(args) -> int:
     i3d_sha = file_sha256(i3d_path)
     real_key = {"real": str(Path(args.real).resolve()) if args.real else None, "i3d_sha256": i3d_sha, "num_frames": options.num_frames,
                 "stride": options.stride, "clip_start": options.clip_start, "max_videos": options.max_videos, "seed": options.seed}
-    if args.real_stats is not None and args.real_stats.is_file() and args.real is None:
-        real_key["real"] = _recorded_real(args.real_stats)
+    if args.real_stats is not None and args.real_stats.is_file():
+        if args.real is None:
+            real_key["real"] = _recorded_real(args.real_stats)
+        load_cached_stats(args.real_stats, real_key)  # statistics made with other settings: an error now, not after the work
 
     from .fvd import TorchScriptVideoNet, compute_fvd
     from .report import build_report, write_report

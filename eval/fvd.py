@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,7 +58,9 @@ class TorchScriptVideoNet:
         self.path, self.kind, self.is_output = Path(path), kind, is_output
         self.device = torch.device(device)
         try:
-            self.module = torch.jit.load(str(path), map_location=self.device).eval()
+            with warnings.catch_warnings():  # torch's deprecation notice of TorchScript: the published files are TorchScript
+                warnings.simplefilter("ignore", FutureWarning)
+                self.module = torch.jit.load(str(path), map_location=self.device).eval()
         except (RuntimeError, ValueError) as err:
             raise InputError(f"{str(path)!r} is not a TorchScript file ({' '.join(str(err).split())[:200]}): "
                              f"{I3D_SOURCE if kind == 'i3d' else C3D_SOURCE}") from None
@@ -156,8 +159,11 @@ def load_cached_stats(path: Path, key: dict) -> FeatureStats | None:
     """Real-set statistics saved by an earlier run with the same settings, else None."""
     if not path.is_file():
         return None
-    with np.load(path) as data:
-        recorded = json.loads(str(data["key"])) if "key" in data else None
+    try:
+        with np.load(path) as data:
+            recorded = json.loads(str(data["key"])) if "key" in data else None
+    except (OSError, ValueError, EOFError) as err:
+        raise InputError(f"real statistics {str(path)!r} are not a statistics file saved by lavie-eval fvd ({err})") from None
     if recorded != key:
         changed = next((k for k in sorted(set(key) | set(recorded or {})) if (recorded or {}).get(k) != key.get(k)), "key")
         raise InputError(f"real statistics {str(path)!r} were computed with other settings ({changed}: "

@@ -87,14 +87,18 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def read_rows(out_dir: str | Path) -> list[dict]:
-    """Every row of the folder, one per video id (the latest wins), in prompt order."""
+    """Every row of the folder, one per video id, in prompt order. Of several rows of one video
+    (a failed try, then a good one, maybe by another process) an ok row wins, then the latest."""
     out_dir = Path(out_dir)
     files = [out_dir / MANIFEST_FILE] + sorted((out_dir / PARTS_DIR).glob("rank-*.jsonl"))
+    rank = lambda row: (row.get("status") == "ok", row.get("finished", 0.0))  # noqa: E731
     by_id: dict[str, dict] = {}
     for f in files:
         if f.is_file():
             for row in _read_jsonl(f):
-                by_id[row["video_id"]] = row
+                seen = by_id.get(row["video_id"])
+                if seen is None or rank(row) >= rank(seen):
+                    by_id[row["video_id"]] = row
     return sorted(by_id.values(), key=lambda r: (r.get("prompt_index", 0), r.get("sample", 0), r["video_id"]))
 
 
@@ -151,9 +155,9 @@ def run_generate(items: list[EvalItem], out_dir: str | Path, sample: Callable, w
     out_dir = Path(out_dir)
     barrier = barrier or (lambda: None)
     videos_dir, parts_dir = out_dir / VIDEOS_DIR, out_dir / PARTS_DIR
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    parts_dir.mkdir(parents=True, exist_ok=True)
     if process_index == 0:
-        videos_dir.mkdir(parents=True, exist_ok=True)
-        parts_dir.mkdir(parents=True, exist_ok=True)
         removed = clean_partials(out_dir)
         if removed:
             logger.info("removed %d half-written videos of an interrupted run", removed)
@@ -175,7 +179,8 @@ def run_generate(items: list[EvalItem], out_dir: str | Path, sample: Callable, w
             raise
         except Exception as err:  # one failed prompt (out of memory, a numerical failure) is a row, not a crash
             logger.warning("%s: sampling failed: %s", item.video_id, err)
-            _append_row(part, {**row, "status": "error", "error": f"{type(err).__name__}: {' '.join(str(err).split())}"})
+            _append_row(part, {**row, "status": "error", "error": f"{type(err).__name__}: {' '.join(str(err).split())}",
+                               "finished": time.time()})
             counts["errors"] += 1
             continue
         tmp = videos_dir / f"{item.video_id}.{process_index}{TEMP_MARK}.mp4"
@@ -183,7 +188,7 @@ def run_generate(items: list[EvalItem], out_dir: str | Path, sample: Callable, w
         os.replace(tmp, final)
         t, h, w = frames.shape[:3]
         _append_row(part, {**row, "status": "ok", "error": None, "num_frames": int(t), "height": int(h), "width": int(w),
-                           "fps": fps, "seconds": round(time.perf_counter() - start, 3)})
+                           "fps": fps, "seconds": round(time.perf_counter() - start, 3), "finished": time.time()})
         counts["sampled"] += 1
     barrier()
     if process_index == 0:

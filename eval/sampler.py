@@ -31,7 +31,7 @@ class SamplingOptions:
         return asdict(self)
 
 
-def load_sampler(options: SamplingOptions, device) -> Sampler:
+def load_sampler(options: SamplingOptions, device, progress: bool = True) -> Sampler:
     """Load the stage folders (hub ids or local folders) once and return the sampling function."""
     import torch
 
@@ -44,6 +44,8 @@ def load_sampler(options: SamplingOptions, device) -> Sampler:
         if options.scheduler:
             stage.set_scheduler(options.scheduler)
         stage.to(device, dtype)
+        if hasattr(stage, "set_progress_bar_config"):  # diffusers pipelines: the per-step bar
+            stage.set_progress_bar_config(disable=not progress)
     cascade = CascadePipeline(stages["base"], stages.get("interp"), stages.get("vsr"))
 
     def sample(prompt: str, seed: int) -> np.ndarray:

@@ -4,7 +4,7 @@ A set is one of
   - an evaluation folder written by `lavie-eval generate` (its manifest: files and prompts);
   - a folder of video files, searched recursively (.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg);
   - a clips manifest of `lavie-curate` (a stage folder, a Parquet file or a folder of parts):
-    rows with status ok and keep not false; a clip is its file, or its source over its frame
+    video rows with status ok and keep not false; a clip is its file, or its source over its frame
     range; relative paths resolve against the manifest's folder.
 """
 
@@ -90,8 +90,9 @@ def _manifest_set(path: Path) -> VideoSet:
     base = base.parent if base.is_file() else base
     videos, unusable = [], []
     for row in table.to_pylist():
-        if row.get("status") != "ok" or row.get("keep") is False:
-            unusable.append({"key": row["clip_id"], "error": row.get("error") or row.get("reject_reason") or "keep=false"})
+        if row.get("status") != "ok" or row.get("keep") is False or row.get("kind") == "image":
+            why = "an image, not a video" if row.get("kind") == "image" else "keep=false"
+            unusable.append({"key": row["clip_id"], "error": row.get("error") or row.get("reject_reason") or why})
             continue
         if row.get("clip_path"):
             file, start, count = row["clip_path"], 0, row.get("num_frames")
