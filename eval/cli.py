@@ -189,7 +189,16 @@ def cmd_generate(args) -> int:
     from .generate import run_generate
     from .sampler import load_sampler, write_video
 
-    state = PartialState()
+    import os
+
+    import torch
+
+    # on a machine without CUDA, processes started by torchrun or accelerate find each other over gloo
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != state.num_processes:  # processes that do not see each other would sample the same items
+        raise InputError(f"launched as {launched} processes, but accelerate sees {state.num_processes}; "
+                         f"start with accelerate launch or torchrun")
     device = args.device or state.device
     try:
         sample = load_sampler(options, device, progress=not args.no_progress)

@@ -52,7 +52,14 @@ def test_frechet_distance_matches_an_independent_computation_on_random_features(
     root1 = v @ np.diag(np.sqrt(w)) @ v.T
     inner = np.linalg.eigvalsh(root1 @ b.sigma @ root1)
     expected = np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * np.sum(np.sqrt(inner))
-    assert frechet_distance(a.mu, a.sigma, b.mu, b.sigma) == pytest.approx(expected, rel=1e-6)
+    got = frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+    assert got == pytest.approx(expected, rel=1e-6)
+    # and the textbook formula written out with scipy.linalg.sqrtm on the raw features
+    from scipy.linalg import sqrtm
+
+    mu_x, mu_y, s_x, s_y = x.mean(0), y.mean(0), np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    textbook = (mu_x - mu_y) @ (mu_x - mu_y) + np.trace(s_x + s_y - 2 * sqrtm(s_x @ s_y).real)
+    assert got == pytest.approx(textbook, rel=1e-6)
 
 
 def test_frechet_distance_of_a_rank_deficient_set_with_itself_is_zero():
