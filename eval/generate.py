@@ -59,11 +59,12 @@ def check_settings(out_dir: str | Path, settings: dict) -> dict:
         except json.JSONDecodeError as err:
             raise InputError(f"{path} is not valid JSON ({err}); it records how the folder's videos were sampled") from None
         changed = [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
-        if changed:
+        if changed and read_rows(out_dir):  # a folder without videos yet takes the new settings
             k = changed[0]
             raise InputError(f"{out_dir} holds videos sampled with {k}={recorded.get(k)!r}, not {settings.get(k)!r}; "
                              f"re-run with the same settings to resume, or write to another folder")
-        return recorded
+        if not changed:
+            return recorded
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return settings

@@ -12,10 +12,12 @@ from pathlib import Path
 
 PACKAGES = ("lavie-toolkit", "torch", "torchvision", "diffusers", "transformers", "accelerate", "scipy", "numpy", "av")
 # rows compare puts first, in this order; every other scalar follows in the order the reports hold it
-LEADING = ("fvd", "is.mean", "is.std", "clipsim", "clipsim_std", "scale_factor", "generated.videos", "real.videos", "videos",
+LEADING = ("command", "fvd", "is.mean", "is.std", "clipsim", "clipsim_std", "scale_factor", "generated.videos", "real.videos", "videos",
            "generated.read_errors", "real.read_errors", "read_errors", "model.base", "model.interp", "model.vsr", "model.seed",
            "model.steps", "model.guidance_scale", "clip.seed", "clip.max_videos")
-HIDDEN = ("errors", "per_video", "argv", "versions.python_executable")
+# left out of the table: lists, the sampling settings the `model.*` rows already summarise, fixed texts
+HIDDEN = ("errors", "per_video", "argv", "created", "preprocessing", "generated.settings", "set.settings")
+CELL_WIDTH = 40
 
 
 def versions() -> dict:
@@ -63,7 +65,8 @@ def _cell(value) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4f}"
-    return str(value)
+    text = str(value)
+    return text if len(text) <= CELL_WIDTH else "…" + text[-(CELL_WIDTH - 1):]  # paths and hashes: their ends tell them apart
 
 
 def read_report(path: str | Path) -> dict:

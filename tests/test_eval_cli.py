@@ -184,13 +184,13 @@ def test_fvd_of_a_set_with_itself_is_zero_and_a_shifted_set_is_farther(generated
     assert fvd_row.startswith("* ") and f"{other['fvd']:.4f}" in fvd_row
 
 
-def test_fvd_reads_a_clips_manifest_with_relative_paths(generated, extractors, root):
+def test_fvd_and_clipsim_read_a_clips_manifest_with_relative_paths(generated, extractors, tiny_clip, root):
     from lavie.curate.manifest import write_manifest
 
     folder = root / "corpus"
     write_shifted(generated, folder / "clips", 30)
     rows = [{"clip_id": f"c{i}", "kind": "video", "source_path": f"clips/{p.name}", "clip_path": f"clips/{p.name}", "num_frames": 16,
-             "status": "ok", "keep": True} for i, p in enumerate(sorted((folder / "clips").glob("*.mp4")))]
+             "status": "ok", "keep": True, "caption": f"clip number {i}"} for i, p in enumerate(sorted((folder / "clips").glob("*.mp4")))]
     rows.append({"clip_id": "rejected", "kind": "video", "source_path": "gone.mp4", "clip_path": "gone.mp4", "status": "ok", "keep": False})
     rows.append({"clip_id": "broken", "kind": "video", "source_path": "x.mp4", "status": "error", "error": "no video stream"})
     write_manifest(rows, folder / "clips.parquet", "clips")
@@ -198,6 +198,23 @@ def test_fvd_reads_a_clips_manifest_with_relative_paths(generated, extractors, r
                  "--no-progress"]) == 0
     report = json.loads((root / "manifest.json").read_text())
     assert report["real"]["kind"] == "manifest" and report["real"]["videos"] == 6 and report["real"]["unusable_rows"] == 2
+    # real clips scored against their captions
+    assert main(["clipsim", str(folder), "--clip-model", str(tiny_clip), "-o", str(root / "real-clipsim.json"), "--no-progress"]) == 0
+    scored = json.loads((root / "real-clipsim.json").read_text())
+    assert scored["videos"] == 6 and scored["per_video"][0]["prompt"] == "clip number 0"
+
+
+def test_a_folder_keeps_its_settings_once_it_holds_videos(tmp_path):
+    from lavie.eval.errors import InputError
+    from lavie.eval.generate import PARTS_DIR, check_settings
+
+    check_settings(tmp_path, {"base": "a", "steps": 50})
+    check_settings(tmp_path, {"base": "b", "steps": 50})  # nothing sampled yet: a corrected model path is taken
+    (tmp_path / PARTS_DIR).mkdir()
+    (tmp_path / PARTS_DIR / "rank-0.jsonl").write_text(json.dumps({"video_id": "v0", "status": "ok", "file": "videos/v0.mp4"}) + "\n")
+    assert check_settings(tmp_path, {"base": "b", "steps": 50}) == {"base": "b", "steps": 50}
+    with pytest.raises(InputError, match="steps=50, not 20"):
+        check_settings(tmp_path, {"base": "b", "steps": 20})
 
 
 def test_clipsim_of_the_generated_set_is_the_trainers_clipsim(generated, tiny_clip, root, capsys):
