@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-frames", type=int, default=16, help="base frames (default 16)")
     p.add_argument("--height", type=int, help="frame height (the paper: 320; default: the model's)")
     p.add_argument("--width", type=int, help="frame width (the paper: 512; default: the model's)")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    p.add_argument("--negative-prompt", help="negative prompt of every video")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the base folder's recipe, else 50)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the base folder's recipe, else 7.5)")
+    p.add_argument("--negative-prompt", help="negative prompt of every video (default: the base folder's recipe, else none)")
     p.add_argument("--scheduler", choices=("ddim", "dpm++", "euler"), help="sampler (default: the folder's scheduler)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="model dtype (default float32)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality of the written mp4s, lower is closer to lossless (default 18)")
@@ -165,18 +165,22 @@ def _device(spec: str | None):
 def cmd_generate(args) -> int:
     from .generate import check_settings, file_sha256
     from .prompts import DEFAULT_SAMPLES, build_items
-    from .sampler import SamplingOptions, output_fps
+    from .sampler import SamplingOptions, base_recipe, output_fps
 
     protocol, prompt_file = next((k, getattr(args, k)) for k in ("ucf101", "msrvtt", "prompts") if getattr(args, k))
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
-    if args.num_frames < 1 or args.steps < 1 or not 0 <= args.crf <= 51:
+    if args.num_frames < 1 or (args.steps is not None and args.steps < 1) or not 0 <= args.crf <= 51:
         raise InputError("--num-frames and --steps must be >= 1 and --crf within 0..51")
     items = build_items(protocol, prompt_file, args.samples_per_prompt, args.seed, args.class_prompt, args.limit)
-    options = SamplingOptions(base=_model_spec(args.base, "base"), interp=args.interp and _model_spec(args.interp, "interp"),
+    base = _model_spec(args.base, "base")
+    recipe = base_recipe(base)  # a converted LaVie folder carries the released recipe
+    options = SamplingOptions(base=base, interp=args.interp and _model_spec(args.interp, "interp"),
                               vsr=args.vsr and _model_spec(args.vsr, "vsr"), num_frames=args.num_frames, height=args.height,
-                              width=args.width, steps=args.steps, guidance_scale=args.guidance_scale,
-                              negative_prompt=args.negative_prompt, scheduler=args.scheduler, dtype=args.dtype)
+                              width=args.width, steps=args.steps or recipe.get("num_inference_steps", 50),
+                              guidance_scale=args.guidance_scale if args.guidance_scale is not None else recipe.get("guidance_scale", 7.5),
+                              negative_prompt=args.negative_prompt if args.negative_prompt is not None else recipe.get("negative_prompt") or None,
+                              scheduler=args.scheduler, dtype=args.dtype)
     fps = output_fps(options)
     settings = {"protocol": protocol, "prompt_file": str(Path(prompt_file).resolve()), "prompt_file_sha256": file_sha256(prompt_file),
                 "samples_per_prompt": args.samples_per_prompt or DEFAULT_SAMPLES[protocol], "class_prompt": args.class_prompt if protocol == "ucf101" else None,

@@ -31,6 +31,20 @@ class SamplingOptions:
         return asdict(self)
 
 
+def base_recipe(spec: str) -> dict:
+    """The sampling recipe a base folder carries in its model_index.json (converted LaVie folders:
+    steps, guidance, negative prompt); {} for hub ids and folders without one."""
+    import json
+    from pathlib import Path
+
+    index = Path(spec) / "model_index.json"
+    try:
+        recipe = json.loads(index.read_text()) if index.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return {k: recipe[k] for k in ("num_inference_steps", "guidance_scale", "negative_prompt") if k in recipe}
+
+
 def load_sampler(options: SamplingOptions, device, progress: bool = True) -> Sampler:
     """Load the stage folders (hub ids or local folders) once and return the sampling function."""
     import torch

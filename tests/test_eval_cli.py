@@ -380,3 +380,12 @@ def test_help_is_fast_and_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "exit status" in result.stdout and "i3d_torchscript.pt" in result.stdout
+
+
+def test_sampling_defaults_come_from_the_base_folders_recipe(tmp_path):
+    from lavie.eval.sampler import base_recipe
+
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "LaVieTextToVideoPipeline", "num_inference_steps": 50,
+                                                           "guidance_scale": 7.5, "negative_prompt": "", "unet": ["lavie", "VideoUNet"]}))
+    assert base_recipe(str(tmp_path)) == {"num_inference_steps": 50, "guidance_scale": 7.5, "negative_prompt": ""}
+    assert base_recipe("CompVis/stable-diffusion-v1-4") == {} and base_recipe(str(tmp_path / "none")) == {}
