@@ -71,12 +71,19 @@ class TorchScriptVideoNet:
 
         with torch.inference_mode():
             videos = videos.to(self.device)
-            if self.kind == "i3d":
-                out = self.module(videos, rescale=False, resize=False, return_features=True)
-            else:
-                out = self.module((videos + 1.0) * 127.5)
-                if self.is_output == "logits":
-                    out = torch.softmax(out.float(), dim=-1)
+            try:
+                if self.kind == "i3d":
+                    out = self.module(videos, rescale=False, resize=False, return_features=True)
+                else:
+                    out = self.module((videos + 1.0) * 127.5)
+            except torch.OutOfMemoryError:
+                raise
+            except RuntimeError as err:  # a file of another network, or one with another calling convention
+                first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+                raise InputError(f"{str(self.path)!r} failed on a batch of shape {tuple(videos.shape)} ({first.strip()[:200]}): "
+                                 f"{I3D_SOURCE if self.kind == 'i3d' else C3D_SOURCE}") from None
+            if self.is_output == "logits":
+                out = torch.softmax(out.float(), dim=-1)
         out = out.double().cpu().numpy().reshape(len(videos), -1)
         if self.kind == "classifier" and self.is_output == "probs":
             sums = out.sum(axis=1)

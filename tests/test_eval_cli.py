@@ -47,6 +47,11 @@ class StandInClassifier(torch.nn.Module):
         return torch.softmax(self.head(F.adaptive_avg_pool3d(x / 255.0, (1, 4, 4)).flatten(1)) * 10.0, dim=-1)
 
 
+class LogitsClassifier(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool3d(x / 255.0, (1, 1, 5)).flatten(1)[:, :5] * 4.0  # (B, 5) unnormalised scores
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("eval")
@@ -175,6 +180,18 @@ def test_fvd_of_a_set_with_itself_is_zero_and_a_shifted_set_is_farther(generated
                      "--i3d", str(extractors["i3d"]), "--no-progress"]) == 0
         subset.append(json.loads((root / name).read_text()))
     assert subset[0]["fvd"] == subset[1]["fvd"] and subset[0]["generated"]["videos"] == 4
+
+    # a classifier that returns logits: named as such, or caught
+    torch.jit.script(LogitsClassifier().eval()).save(str(root / "logits.pt"))
+    logits = ["fvd", str(generated), "--real-stats", str(stats), "--i3d", str(extractors["i3d"]), "--is-classifier",
+              str(root / "logits.pt"), "--is-splits", "2", "--no-progress", "-o", str(root / "logits.json")]
+    assert main(logits) == 2 and "--is-output logits" in capsys.readouterr().err
+    assert main([*logits, "--is-output", "logits"]) == 0 and 1.0 <= json.loads((root / "logits.json").read_text())["is"]["mean"] <= 5.0
+    # the wrong file as I3D: one line naming it
+    assert main(["fvd", str(generated), "--real", str(shifted), "--i3d", str(extractors["c3d"]), "--no-progress",
+                 "-o", str(root / "wrong.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "c3d_ucf101.pt' failed on a batch" in err
 
     capsys.readouterr()
     assert main(["compare", str(self_report), str(shifted_report)]) == 0
