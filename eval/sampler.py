@@ -49,14 +49,14 @@ def load_sampler(options: SamplingOptions, device, progress: bool = True) -> Sam
     """Load the stage folders (hub ids or local folders) once and return the sampling function."""
     import torch
 
-    from lavie.pipelines import CascadeOptions, CascadePipeline, load_stage, to_uint8_frames
+    from lavie.pipelines import CascadeOptions, CascadePipeline, load_stage, make_scheduler, to_uint8_frames
 
     dtype = getattr(torch, options.dtype)
     stages = {name: load_stage(spec, name) for name, spec in (("base", options.base), ("interp", options.interp),
                                                               ("vsr", options.vsr)) if spec}
     for stage in stages.values():
-        if options.scheduler:
-            stage.set_scheduler(options.scheduler)
+        if options.scheduler:  # another sampler over the folder's own noise schedule
+            stage.scheduler = make_scheduler(options.scheduler, stage.scheduler.config)
         stage.to(device, dtype)
         if hasattr(stage, "set_progress_bar_config"):  # diffusers pipelines: the per-step bar
             stage.set_progress_bar_config(disable=not progress)

@@ -268,7 +268,7 @@ def test_generate_resumes_after_a_kill_without_duplicates(tiny_base, tmp_path):
     prompts.write_text("".join(f"prompt number {i}\n" for i in range(6)))
     out = tmp_path / "gen"
     argv = ["generate", "--prompts", str(prompts), "--base", str(tiny_base), "-o", str(out), "--steps", STEPS,
-            "--guidance-scale", "1", "--no-progress"]
+            "--guidance-scale", "1", "--scheduler", "ddim", "--no-progress"]
     # a forked process already holds torch and the pipelines, so it starts sampling at once; SIGKILL
     # gives it no chance to clean up, as a preempted or OOM-killed job
     child = multiprocessing.get_context("fork").Process(target=_generate_in_child, args=(argv,))
