@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -406,3 +407,29 @@ def test_sampling_defaults_come_from_the_base_folders_recipe(tmp_path):
                                                            "guidance_scale": 7.5, "negative_prompt": "", "unet": ["lavie", "VideoUNet"]}))
     assert base_recipe(str(tmp_path)) == {"num_inference_steps": 50, "guidance_scale": 7.5, "negative_prompt": ""}
     assert base_recipe("CompVis/stable-diffusion-v1-4") == {} and base_recipe(str(tmp_path / "none")) == {}
+
+
+def test_generate_through_the_cascade_and_windows_of_longer_videos(tiny_base, root, tmp_path):
+    from lavie.eval.videos import VideoRef, clip_indices, read_clip
+    from lavie.model.tiny import build_tiny_components
+
+    interp = build_tiny_components(root / "interp", stage="interp")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red bus\n")
+    out = tmp_path / "cascade"
+    assert main(["generate", "--prompts", str(prompts), "--base", str(tiny_base), "--interp", str(interp), "-o", str(out),
+                 "--steps", STEPS, "--guidance-scale", "1", "--no-progress"]) == 0
+    (row,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert row["num_frames"] == 61 and row["fps"] == 32  # 16 key frames -> 61, 8 fps -> 32
+    video = VideoRef(row["video_id"], str(out / row["file"]))
+    full = read_clip(video, None)
+    assert full.shape[0] == 61
+    # a 16-frame window: the same for the same seed and video, inside the video, consecutive
+    window = read_clip(video, 16, clip_start="random", seed=5)
+    assert np.array_equal(window, read_clip(video, 16, clip_start="random", seed=5))
+    start = next(s for s in range(46) if np.array_equal(full[s : s + 16], window))
+    assert clip_indices(61, 16, 1, "random", np.random.default_rng([5, zlib.crc32(video.key.encode())]))[0] == start
+    assert clip_indices(61, 16, 3, "center", None) == list(range(7, 53, 3))  # 46 frames spanned, 15 to spare, 7 before
+    assert clip_indices(61, 16, 1, "first", None) == list(range(16))
+    with pytest.raises(ValueError, match="has 10 frames"):
+        clip_indices(10, 16, 1, "first", None)
