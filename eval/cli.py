@@ -172,7 +172,8 @@ def cmd_generate(args) -> int:
         raise InputError(f"--limit must be >= 1, got {args.limit}")
     if args.num_frames < 1 or (args.steps is not None and args.steps < 1) or not 0 <= args.crf <= 51:
         raise InputError("--num-frames and --steps must be >= 1 and --crf within 0..51")
-    items = build_items(protocol, prompt_file, args.samples_per_prompt, args.seed, args.class_prompt, args.limit)
+    items = build_items(protocol, prompt_file, args.samples_per_prompt, args.seed, args.class_prompt)
+    total, items = len(items), items[: args.limit]
     base = _model_spec(args.base, "base")
     recipe = base_recipe(base)  # a converted LaVie folder carries the released recipe
     options = SamplingOptions(base=base, interp=args.interp and _model_spec(args.interp, "interp"),
@@ -184,7 +185,7 @@ def cmd_generate(args) -> int:
     fps = output_fps(options)
     settings = {"protocol": protocol, "prompt_file": str(Path(prompt_file).resolve()), "prompt_file_sha256": file_sha256(prompt_file),
                 "samples_per_prompt": args.samples_per_prompt or DEFAULT_SAMPLES[protocol], "class_prompt": args.class_prompt if protocol == "ucf101" else None,
-                "seed": args.seed, "crf": args.crf, "fps": fps, **options.to_dict()}
+                "items": total, "seed": args.seed, "crf": args.crf, "fps": fps, **options.to_dict()}
     _check_writable(args.output)
     check_settings(args.output, settings)
 
@@ -231,6 +232,7 @@ def cmd_fvd(args) -> int:
     options = ClipOptions(num_frames=args.num_frames, stride=args.stride, clip_start=args.clip_start, max_videos=args.max_videos,
                           seed=args.seed, batch_size=args.batch_size, workers=args.workers)
     generated = open_video_set(args.generated)
+    expected = _warn_incomplete(generated)
     if args.real is None and (args.real_stats is None or not args.real_stats.is_file()):
         raise InputError("pass --real (a folder of real videos or a clips manifest), or --real-stats with a saved statistics file")
     real = open_video_set(args.real) if args.real else None
@@ -252,6 +254,7 @@ def cmd_fvd(args) -> int:
     results = compute_fvd(generated, real, i3d, options, classifier, args.is_splits, args.real_stats, real_key,
                           progress=not args.no_progress)
     results["generated"]["settings"] = generated.settings
+    results["generated"]["expected_videos"] = expected
     results["preprocessing"] = {"crop": "square centre crop of side round(270/320 x short side) (270x270 for 320x512)",
                                 "resize": "224x224 bilinear, antialiased when shrinking", "range": "[-1, 1]"}
     results["i3d"] = {"file": str(i3d_path.resolve()), "sha256": i3d_sha}
@@ -277,6 +280,15 @@ def _recorded_real(stats_file: Path) -> str | None:
         raise InputError(f"real statistics {str(stats_file)!r} could not be read ({err})") from None
 
 
+def _warn_incomplete(video_set) -> int | None:
+    """The number of items the generate run was asked for; a line on stderr when fewer are there."""
+    expected = (video_set.settings or {}).get("items")
+    if expected and len(video_set.videos) < expected:
+        print(f"lavie-eval: warning: {video_set.spec} holds {len(video_set.videos)} of its {expected} videos; "
+              f"re-run the same generate command to finish it", file=sys.stderr)
+    return expected
+
+
 def _model_summary(settings: dict | None) -> dict | None:
     if not settings:
         return None
@@ -293,6 +305,7 @@ def cmd_clipsim(args) -> int:
     if args.max_videos is not None and args.max_videos < 1:
         raise InputError(f"--max-videos must be >= 1, got {args.max_videos}")
     video_set = open_video_set(args.generated)
+    expected = _warn_incomplete(video_set)
     missing = [v.key for v in video_set.videos if not v.prompt]
     if missing:
         raise InputError(f"{args.generated}: {len(missing)} videos have no prompt (first: {missing[0]}); pass a folder written by "
@@ -306,7 +319,7 @@ def cmd_clipsim(args) -> int:
     scorer = load_clip_similarity(args.clip_model, _device(args.device))
     results = compute_clipsim(video_set, scorer, args.num_frames, args.max_videos, args.seed, progress=not args.no_progress)
     results = {"clip_model": args.clip_model, "set": {"spec": str(Path(args.generated).resolve()), "kind": video_set.kind,
-                                                       "settings": video_set.settings},
+                                                       "expected_videos": expected, "settings": video_set.settings},
                "seed": args.seed, "max_videos": args.max_videos, **results}
     write_report(build_report("clipsim", results, _model_summary(video_set.settings)), output)
     print(f"CLIPSIM {results['clipsim']:.4f} over {results['videos']} videos (cosine similarity, scale 1); report {output}")

@@ -159,7 +159,7 @@ def test_fvd_of_a_set_with_itself_is_zero_and_a_shifted_set_is_farther(generated
     assert 1.0 <= same["is"]["mean"] <= 5.0 and same["is"]["splits"] == 2 and same["is"] == other["is"]
     assert same["model"]["base"].endswith("base") and same["model"]["seed"] == 0 and same["clip"]["num_frames"] == 16
     assert same["i3d"]["sha256"] and same["versions"]["torch"] and same["versions"]["scipy"]
-    assert same["generated"]["settings"]["samples_per_prompt"] == 2
+    assert same["generated"]["settings"]["samples_per_prompt"] == 2 and same["generated"]["expected_videos"] == 6
 
     # the real set's statistics are cached and reused: the same figure without decoding the real videos
     stats = root / "ucf-real.npz"
@@ -262,7 +262,7 @@ def _generate_in_child(argv):
     os._exit(main(argv))
 
 
-def test_generate_resumes_after_a_kill_without_duplicates(tiny_base, tmp_path):
+def test_generate_resumes_after_a_kill_without_duplicates(tiny_base, extractors, tmp_path, capsys):
     import multiprocessing
 
     prompts = tmp_path / "prompts.txt"
@@ -289,6 +289,9 @@ def test_generate_resumes_after_a_kill_without_duplicates(tiny_base, tmp_path):
     recorded = {r["file"] for r in read_rows(out) if r["status"] == "ok"}  # videos whose rows were written before the kill
     done_before = {name: (out / name).stat().st_mtime_ns for name in recorded}
     assert 1 <= len(list((out / "videos").glob("p0000?.mp4"))) < 6
+    # an unfinished folder is evaluated with a warning that says so
+    assert main(["fvd", str(out), "--real", str(out), "--i3d", str(extractors["i3d"]), "--no-progress"]) in (0, 3)
+    assert "of its 6 videos" in capsys.readouterr().err
     assert main(argv) == 0
     videos = sorted(p.name for p in (out / "videos").iterdir())
     assert videos == [f"p{i:05d}.mp4" for i in range(6)]  # every item once, no temp files left
