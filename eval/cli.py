@@ -156,7 +156,10 @@ def _check_writable(folder: Path) -> None:
 def _device(spec: str | None):
     import torch
 
-    return torch.device(spec or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        return torch.device(spec or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise InputError(f"--device {spec!r}: {err}") from None
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ def cmd_generate(args) -> int:
     if launched != state.num_processes:  # processes that do not see each other would sample the same items
         raise InputError(f"launched as {launched} processes, but accelerate sees {state.num_processes}; "
                          f"start with accelerate launch or torchrun")
-    device = args.device or state.device
+    device = _device(args.device) if args.device else state.device
     try:
         sample = load_sampler(options, device, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as err:  # an incomplete model folder, a wrong stage

@@ -374,6 +374,8 @@ def test_user_errors_are_one_line_before_any_model_loads(generated, tiny_base, c
         (["clipsim", str(generated), "--clip-model", str(tmp_path / "no-clip")], ["no-clip", "clip-vit-base-patch32"]),
         (["clipsim", str(plain), "--clip-model", str(tiny_clip)], ["no prompt"]),
         (["compare", str(tmp_path / "none.json")], ["none.json", "not found"]),
+        (["fvd", str(generated), "--real", str(generated), "--i3d", str(extractors["i3d"]), "--device", "gpu0",
+          "-o", str(tmp_path / "r.json")], ["--device 'gpu0'"]),
     ]
     for argv, needles in cases:
         assert main(argv) == 2, argv
