@@ -99,16 +99,31 @@ def runner(model, inputs, mode: str, device):
     return run
 
 
+def build_one(impl: str, args):
+    """One implementation alone (random weights: memory does not depend on them)."""
+    import torch
+
+    from lavie.model import VideoUNet
+
+    torch.manual_seed(0)
+    if impl == "official":
+        model = import_official(args.official_dir).from_config(official_config(args))
+    else:
+        model = VideoUNet(unet2d_config=image_config(args))  # the released base layout is the default
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(args.batch, 4, args.frames, args.height, args.width_latent, generator=g).to(device)
+    text = torch.randn(args.batch, 77, 768, generator=g).to(device)
+    return model.to(device), (sample, torch.full((args.batch,), 500, device=device), text)
+
+
 def peak_memory(impl: str, mode: str, args, queue) -> None:
     """One pass in a fresh process, so the peak belongs to this implementation alone."""
     import torch
 
-    models, inputs = build(args)
-    for other in IMPLS:
-        if other != impl:
-            del models[other]
+    model, inputs = build_one(impl, args)
     device = torch.device(args.device)
-    run = runner(models[impl], inputs, mode, device)
+    run = runner(model, inputs, mode, device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -138,12 +153,15 @@ def main() -> None:
     import torch
 
     device = torch.device(args.device)
+    kind = "CUDA max_memory_allocated" if device.type == "cuda" else "CPU peak RSS rise"
+    print(f"device={args.device} width={args.width} frames={args.frames} latent={args.height}x{args.width_latent} batch={args.batch}", flush=True)
     models, inputs = build(args)
     with torch.no_grad():
         for m in models.values():
             m.eval()
         reference = models["official"](*inputs).sample
         difference = ((models["ours"](*inputs).sample - reference).abs().max() / reference.abs().max()).item()
+    print(f"max |ours - official| / max |official| = {difference:.2e} (target <= 1e-4)", flush=True)
 
     times = {}
     for mode in ("eval", "train"):
@@ -157,6 +175,7 @@ def main() -> None:
                 run()
                 samples[impl].append(time.perf_counter() - start)
         times[mode] = {impl: min(s) for impl, s in samples.items()}
+        print(f"{mode}: " + ", ".join(f"{impl} {t:.3f} s" for impl, t in times[mode].items()), flush=True)
     del models
 
     ctx = mp.get_context("spawn")
@@ -171,9 +190,6 @@ def main() -> None:
                 raise SystemExit(f"{impl} {mode} memory run failed (exit code {proc.exitcode})")
             memory[mode, impl] = queue.get()
 
-    kind = "CUDA max_memory_allocated" if device.type == "cuda" else "CPU peak RSS rise"
-    print(f"device={args.device} width={args.width} frames={args.frames} latent={args.height}x{args.width_latent} batch={args.batch}")
-    print(f"max |ours - official| / max |official| = {difference:.2e} (target <= 1e-4)")
     print(f"{'pass':<14}{'impl':<10}{'seconds':>10}{'peak MiB':>12}   ({kind})")
     for mode, label in (("eval", "forward"), ("train", "forward+backward")):
         for impl in IMPLS:

@@ -312,6 +312,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
         # 4. the inflated UNet
         out = self.unet2d(x, timestep, context, class_labels=class_labels).sample  # (B*T, C_out, H, W)
+        self.layout.temb = None  # read only during this forward; do not keep its graph alive
 
         # 5. frames back out of the batch
         out = out.unflatten(0, (b, t)).transpose(1, 2)  # (B, C_out, T, H, W)

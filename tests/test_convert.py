@@ -128,3 +128,22 @@ def test_user_errors_are_one_line_before_any_model_is_built(official, tmp_path, 
     (busy / "x").write_text("x")
     assert convert_main(["--stage", "base", str(root / "lavie_base.pt"), "--image-model", str(root / "stable-diffusion-v1-4"), "-o", str(busy)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["interp", "vsr"])
+def test_converted_interp_and_vsr_fine_tune_and_resume_exactly(stage, converted, scenes_out, tmp_path, fresh_accelerate_state):
+    manifest = captioned_manifest(scenes_out, tmp_path / "captioned.parquet")
+    out = tmp_path / "run"
+    argv = ["--stage", stage, "-c", str(ROOT / f"configs/train/tiny-{stage}.yaml"), f"output_dir={out}", "model.tiny=false",
+            f"model.pretrained={converted / stage}", f"data.sources=[{{name: clips, manifest: '{manifest}', kind: video}}]",
+            "train.max_steps=2", "checkpoint.every=1", "checkpoint.keep_last=5", "validation.every=0", "train.deterministic=true"]
+    assert train_main(argv) == 0
+    cls = VideoSRUNet if stage == "vsr" else VideoUNet
+    straight = cls.from_pretrained(out / "checkpoints/checkpoint-2/unet").state_dict()
+    converted_unet = cls.from_pretrained(converted / stage / "unet").state_dict()
+    assert any(not torch.equal(v, straight[k]) for k, v in converted_unet.items())  # it trained
+    shutil.rmtree(out / "checkpoints/checkpoint-2")
+    shutil.rmtree(out / "final")
+    assert train_main([*argv, "--resume", str(out / "checkpoints/checkpoint-1")]) == 0
+    resumed = cls.from_pretrained(out / "checkpoints/checkpoint-2/unet").state_dict()
+    assert all(torch.equal(v, resumed[k]) for k, v in straight.items())
