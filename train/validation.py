@@ -9,36 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lavie.eval.clipsim import ClipSimilarity  # the CLIPSIM of lavie-eval, one implementation
 from lavie.pipelines import to_uint8_frames, write_mp4
 
 from .models import StageModels
 
 logger = logging.getLogger(__name__)
-
-
-class ClipSimilarity:
-    """CLIPSIM with a transformers CLIP model: for each frame, the cosine similarity of its image
-    embedding with the prompt's text embedding, averaged over frames (and videos)."""
-
-    def __init__(self, model_name_or_path: str, device: str | torch.device = "cpu"):
-        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-        self.model = CLIPModel.from_pretrained(model_name_or_path).eval().to(device)
-        self.tokenizer = CLIPTokenizer.from_pretrained(model_name_or_path)
-        self.processor = CLIPImageProcessor.from_pretrained(model_name_or_path)
-        self.device = torch.device(device)
-
-    @torch.no_grad()
-    def __call__(self, frames: np.ndarray, prompt: str) -> float:
-        """frames: (T, H, W, 3) uint8. Returns the mean text-frame cosine similarity."""
-        pixels = self.processor(images=list(frames), return_tensors="pt").pixel_values.to(self.device)
-        tokens = self.tokenizer([prompt], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt").input_ids.to(self.device)
-        image = self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output)  # (T, D)
-        text = self.model.text_projection(self.model.text_model(input_ids=tokens).pooler_output)  # (1, D)
-        image = image / image.norm(dim=-1, keepdim=True)
-        text = text / text.norm(dim=-1, keepdim=True)
-        return float((image @ text.T).mean())
 
 
 def load_clip_similarity(spec: str | None, device) -> ClipSimilarity | None:
