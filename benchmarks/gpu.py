@@ -580,7 +580,7 @@ class GpuCheck:
             row = {"checkpointing": checkpointing, "batch": best,
                    "searched": ",".join(f"{t['batch']}{'' if t['fits'] else '(oom)'}" for t in trials),
                    "s/step": round(step_s, 4), "samples/s": round(best / step_s, 3), "peak_gib": peak_gib(self.device),
-                   "tflop/step": round(flops * best / 1e12, 3), "mfu": self.mfu(flops, best / step_s)}
+                   "tflop/step": float(f"{flops * best / 1e12:.4g}"), "mfu": self.mfu(flops, best / step_s)}
             if best == spec["max_batch"]:
                 row["note"] = f"search capped at {best}"
             rows.append(row)
@@ -733,30 +733,41 @@ class GpuCheck:
     # -- data feeding --
 
     def start_sources(self) -> None:
-        """Make the source videos of the data sections in a background thread while the GPU
-        trains: the sample set (1080p, 720p, 360p, portrait) at full size, two small clips with --tiny."""
+        """Start making the source videos of the data sections while the GPU trains: the sample
+        set (1080p, 720p, 360p, portrait) in a separate process at full size (no GIL shared with
+        the timed steps), two small clips in a thread with --tiny."""
+        raw = self.scratch / "raw"
+        self._sources_error, self._sources_proc, self._sources_thread = None, None, None
+        if not self.tiny:
+            code = "import sys; from lavie.curate.samples import make_samples; make_samples(sys.argv[1])"
+            with open(self.scratch / "sources.log", "w") as log:
+                self._sources_proc = subprocess.Popen([sys.executable, "-c", code, str(raw)], stdout=log, stderr=subprocess.STDOUT)
+            return
+
         def make() -> None:
             try:
-                raw = self.scratch / "raw-tmp"
-                if self.tiny:
-                    raw.mkdir(parents=True)
-                    for i in range(2):
-                        write_test_clip(raw / f"clip{i}.mp4", seed=i, frames=24, size=(96, 64))
-                else:
-                    from lavie.curate.samples import make_samples
-
-                    make_samples(raw)
-                raw.rename(self.scratch / "raw")
+                raw.mkdir(parents=True)
+                for i in range(2):
+                    write_test_clip(raw / f"clip{i}.mp4", seed=i, frames=24, size=(96, 64))
             except Exception as err:  # reported by the sections that need the videos
                 self._sources_error = err
 
-        self._sources_error = None
         self._sources_thread = threading.Thread(target=make, name="sources", daemon=True)
         self._sources_thread.start()
 
+    def close(self) -> None:
+        if getattr(self, "_sources_proc", None) is not None and self._sources_proc.poll() is None:
+            self._sources_proc.kill()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
     def sources(self) -> Path:
-        self._sources_thread.join()
-        if self._sources_error is not None:
+        if self._sources_thread is not None:
+            self._sources_thread.join()
+        if self._sources_proc is not None and self._sources_proc.poll() is None:
+            self._sources_proc.wait()
+        if self._sources_proc is not None and self._sources_proc.returncode != 0:
+            self._sources_error = (self.scratch / "sources.log").read_text()[-500:]
+        if self._sources_error:
             raise RuntimeError(f"making the source videos failed: {self._sources_error}")
         return self.scratch / "raw"
 
@@ -936,8 +947,8 @@ def distributed_losses(tiny: bool, spec: dict, rank: int, world: int, accelerato
     profile = config["profiles"]["tiny" if tiny else "full"]
     shapes = config["shapes"]["tiny" if tiny else "full"]
     shape = train_shape("base", {**spec, "n_images": 0}, shapes, profile["text_tokens"])
-    torch.manual_seed(0)
-    unet = build_unet("base", shapes, torch.device("cpu")).to(device)  # the same initial weights everywhere
+    torch.manual_seed(0)  # the same initial weights in every process (and DDP / FSDP broadcast rank 0's anyway)
+    unet = build_unet("base", shapes, device)
     unet.enable_gradient_checkpointing()
     unet.train()
     per_rank = spec["batch_per_process"]
@@ -1251,7 +1262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_cut(name: str | None) -> None:
         finish(name or "the run")
-        shutil.rmtree(check.scratch, ignore_errors=True)
+        check.close()
         os._exit(EXIT_CUT)
 
     total = args.total_s or float(check.profile["total_s"])
@@ -1263,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
         report.write()
         finish()
     finally:
-        shutil.rmtree(check.scratch, ignore_errors=True)
+        check.close()
     return EXIT_OK
 
 
