@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import inspect
 import json
 import math
 import os
@@ -1008,7 +1009,7 @@ def worker_main(args: argparse.Namespace) -> int:
         accelerator.end_training()
         return 0
     if args.worker == "compile":
-        device = torch.device("cuda")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         shapes = config["shapes"]["tiny" if args.tiny else "full"]
         shape = train_shape("base", profile["train"]["base"], shapes, profile["text_tokens"])
         spec = profile["variants"]
@@ -1039,9 +1040,14 @@ def build_cascade(shapes: dict, text_tokens: int, device: torch.device, dtype: t
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from lavie import pipelines
     from lavie.model.tiny import build_tokenizer
-    from lavie.pipelines import InterpolationPipeline, TextToVideoPipeline, VideoSuperResolutionPipeline
 
+    def pipeline_class(name: str):  # diffusers-native names first, the earlier ones otherwise
+        return getattr(pipelines, f"LaVie{name}", None) or getattr(pipelines, name)
+
+    TextToVideoPipeline, InterpolationPipeline = pipeline_class("TextToVideoPipeline"), pipeline_class("InterpolationPipeline")
+    VideoSuperResolutionPipeline = pipeline_class("VideoSuperResolutionPipeline")
     tokenizer = build_tokenizer(text_tokens)
 
     def text_encoder(config: dict):
@@ -1071,20 +1077,25 @@ def build_cascade(shapes: dict, text_tokens: int, device: torch.device, dtype: t
 
 
 def sample_stage(pipe, stage: str, video: torch.Tensor | None, steps: int, spec: dict) -> torch.Tensor:
-    """One cascade stage through the pipeline's call; frames (B, 3, T, H, W) in [-1, 1] out."""
+    """One cascade stage through the pipeline's call; frames (B, 3, T, H, W) in [-1, 1] out.
+
+    Speaks both call styles of `lavie.pipelines`: a tensor returned as is, or a diffusers-style
+    output whose `.frames` (`output_type="pt"`) are (B, T, 3, H, W) in [0, 1]."""
     prompt = "a corgi walking in the park at sunrise, oil painting style"
-    generator = torch.Generator().manual_seed(0)
-    common = dict(num_inference_steps=steps, guidance_scale=7.5, generator=generator)
+    params = inspect.signature(pipe.__call__).parameters
+    kwargs = dict(num_inference_steps=steps, guidance_scale=7.5, generator=torch.Generator().manual_seed(0))
+    if "output_type" in params:
+        kwargs["output_type"] = "pt"
     if stage == "base":
-        out = pipe(prompt, num_frames=spec["frames"], height=spec["height"], width=spec["width"], **common)
+        out = pipe(prompt, num_frames=spec["frames"], height=spec["height"], width=spec["width"], **kwargs)
     elif stage == "interp":
-        out = pipe(prompt, video, factor=4, **common)
+        out = pipe(prompt, video, factor=4, **kwargs)
     else:
-        out = pipe(prompt, video, noise_level=50, window=spec["window"], overlap=spec["overlap"], **common)
-    frames = getattr(out, "frames", out)
-    if isinstance(frames, np.ndarray):  # (B, T, H, W, 3) in [0, 1]
-        frames = torch.from_numpy(frames).permute(0, 4, 1, 2, 3) * 2 - 1
-    return frames
+        names = ("chunk_size", "chunk_overlap") if "chunk_size" in params else ("window", "overlap")
+        out = pipe(prompt, video, noise_level=50, **{names[0]: spec["window"], names[1]: spec["overlap"]}, **kwargs)
+    if hasattr(out, "frames"):
+        return out.frames.permute(0, 2, 1, 3, 4) * 2 - 1  # (B, T, 3, H, W) in [0, 1] -> (B, 3, T, H, W) in [-1, 1]
+    return out
 
 
 # --- curation models and clips -----------------------------------------------------------------------
