@@ -44,6 +44,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,8 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TQDM_DISABLE", "1")  # the pipelines' progress bars would bury the table
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars (pipelines, model loading) would bury the table
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np
 import torch
@@ -654,14 +656,27 @@ class GpuCheck:
         cmd += [str(Path(__file__).resolve()), "--worker", kind, "--worker-options", json.dumps(options),
                 "--worker-out", str(out)] + (["--tiny"] if self.tiny else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1" if not self.cuda else os.environ.get("OMP_NUM_THREADS", "4")}
+        # its own process group: at the budget (or a cut run) torchrun and every rank it started go together
+        self._worker = proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                               start_new_session=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(5.0, budget.left()), env=env)
+            stdout, stderr = proc.communicate(timeout=max(5.0, budget.left()))
         except subprocess.TimeoutExpired:
+            self.kill_worker()
+            proc.communicate()
             raise SectionSkipped(f"{kind} worker did not finish within its budget ({budget.seconds:.0f} s)")
+        finally:
+            self._worker = None
         if proc.returncode != 0 or not out.is_file():
-            tail = (proc.stdout[-1500:] + proc.stderr[-2500:]).strip()
+            tail = (stdout[-1500:] + stderr[-2500:]).strip()
             raise RuntimeError(f"{kind} worker exited with status {proc.returncode}: {tail}")
         return json.loads(out.read_text())
+
+    def kill_worker(self) -> None:
+        proc = getattr(self, "_worker", None)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
     # -- DDP / FSDP through accelerate --
 
@@ -679,10 +694,14 @@ class GpuCheck:
             if mode == "fsdp" and not self.cuda:
                 rows.append({"mode": "fsdp", "processes": nproc, "note": f"{NO_CUDA} (accelerate shards with FSDP on GPUs)"})
                 continue
-            if budget.left() < 10:
-                rows.append({"mode": mode, "note": "out of time"})
+            if budget.left() < 15:
+                rows.append({"mode": mode, "processes": nproc, "note": "out of time"})
                 continue
-            result = self.worker("distributed", {"mode": mode}, Budget(budget.left() / (2 if mode == "ddp" and self.cuda else 1)), nproc=nproc)
+            try:
+                result = self.worker("distributed", {"mode": mode}, budget, nproc=nproc)
+            except (SectionSkipped, RuntimeError) as err:  # one mode failing keeps the other's figures
+                rows.append({"mode": mode, "processes": nproc, "note": str(err)[:300]})
+                continue
             diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(result["losses"], reference["losses"]))
             rows.append({"mode": mode, "processes": result["num_processes"], "distributed_type": result["distributed_type"],
                          "losses": _fmt_losses(result["losses"]), "s/step": result["s_per_step"],
@@ -757,6 +776,7 @@ class GpuCheck:
         self._sources_thread.start()
 
     def close(self) -> None:
+        self.kill_worker()
         if getattr(self, "_sources_proc", None) is not None and self._sources_proc.poll() is None:
             self._sources_proc.kill()
         shutil.rmtree(self.scratch, ignore_errors=True)

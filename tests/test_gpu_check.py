@@ -179,3 +179,24 @@ def test_user_errors_are_one_line_before_any_work(gpu, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert gpu.main(["--out", str(tmp_path / "b")]) == gpu.EXIT_USAGE
         assert "no CUDA device; run with --tiny" in capsys.readouterr().err
+
+
+def test_a_worker_past_its_budget_is_ended_with_every_process_it_started(gpu, tmp_path):
+    args = gpu.parse_args(["--tiny", "--out", str(tmp_path)])
+    check = gpu.GpuCheck(args, gpu.yaml.safe_load(gpu.CONFIG.read_text()))
+    try:
+        with pytest.raises(gpu.SectionSkipped, match="did not finish within its budget"):
+            check.worker("distributed", {"mode": "ddp"}, gpu.Budget(0), nproc=2)  # torchrun and two ranks, ended at 5 s
+        marker = str(check.scratch / "worker-distributed-ddp.json")
+        time.sleep(0.5)
+        left = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if marker in cmdline.read_bytes().decode(errors="replace"):
+                    left.append(cmdline.parent.name)
+            except OSError:
+                pass
+        assert left == []
+    finally:
+        check.close()
+    assert not check.scratch.exists()
