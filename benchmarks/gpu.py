@@ -333,7 +333,11 @@ def build_unet(stage: str, shapes: dict, device: torch.device):
 def unet_forward(unet, stage: str, batch: dict) -> torch.Tensor:
     """One forward pass of a stage's UNet on a batch from `make_batch`."""
     if stage == "vsr":
-        return unet(batch["noisy"], batch["t"], batch["context"], low_res=batch["low_res"], noise_level=batch["noise_level"]).sample
+        if "low_res" in inspect.signature(type(unet).forward).parameters:
+            return unet(batch["noisy"], batch["t"], batch["context"], low_res=batch["low_res"], noise_level=batch["noise_level"]).sample
+        # the upscaler's own convention: low-resolution frames concatenated to the latents, noise level as class label
+        sample = torch.cat([batch["noisy"], batch["low_res"].to(batch["noisy"].dtype)], dim=1)  # (B, 4 + 3, T, h, w)
+        return unet(sample, batch["t"], batch["context"], class_labels=batch["noise_level"]).sample
     if stage == "interp":
         return unet(batch["noisy"], batch["t"], batch["context"], cond=batch["cond"]).sample
     return unet(batch["noisy"], batch["t"], batch["context"], n_images=batch["n_images"]).sample
@@ -1255,6 +1259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (the test suite's run)")
     parser.add_argument("--sections", default=None, help="comma-separated subset of the sections, in the run's order")
     parser.add_argument("--total-s", type=float, default=None, help="the whole run's time limit (default: the profile's)")
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="multiply every section's budget and the run's limit (a slower device or a busy machine)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s of a device missing from the table")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-options", default="{}", help=argparse.SUPPRESS)
@@ -1271,6 +1277,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:
         print(f"gpu.py: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.budget_scale <= 0:
+        print(f"gpu.py: --budget-scale must be positive, got {args.budget_scale:g}", file=sys.stderr)
         return EXIT_USAGE
     if not args.tiny and not torch.cuda.is_available():
         print("gpu.py: no CUDA device; run with --tiny for the CPU check at tiny sizes", file=sys.stderr)
@@ -1296,10 +1305,11 @@ def main(argv: list[str] | None = None) -> int:
         check.close()
         os._exit(EXIT_CUT)
 
-    total = args.total_s or float(check.profile["total_s"])
+    total = args.total_s or float(check.profile["total_s"]) * args.budget_scale
+    budgets = {name: seconds * args.budget_scale for name, seconds in check.profile["budgets"].items()}
     selected = [(n, fn) for n, fn in check.sections() if n in wanted]
     try:
-        complete = run_sections(report, selected, check.profile["budgets"], total, on_cut=on_cut,
+        complete = run_sections(report, selected, budgets, total, on_cut=on_cut,
                                 log=lambda m: print(m, flush=True))
         report.finished = complete
         report.write()

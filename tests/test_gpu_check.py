@@ -33,8 +33,10 @@ def gpu():
 @pytest.mark.slow
 def test_tiny_run_on_cpu_fills_every_section(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--out", str(out)], capture_output=True, text=True,
-                          timeout=900, cwd=ROOT)
+    # budgets are ceilings (~40 s in all on two quiet cores); scaled up, a machine busy with other
+    # test runs still finishes every section, and the budget logic has its own tests below
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--budget-scale", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / "gpu-check.json").read_text())
     assert report["finished"] is True
@@ -48,7 +50,7 @@ def test_tiny_run_on_cpu_fills_every_section(tmp_path):
 
     for stage in ("base_train", "interp_train", "vsr_train"):
         rows = sections[stage]["rows"]
-        assert [r["checkpointing"] for r in rows] == [False, True]
+        assert [r["checkpointing"] for r in rows] == [False, True], (stage, sections[stage])
         assert all(r["batch"] >= 1 and r["s/step"] > 0 and r["tflop/step"] > 0 and r["mfu"] is None for r in rows)
 
     ddp, fsdp = sections["distributed"]["rows"][1:]
