@@ -26,10 +26,11 @@ as it finishes:
     python benchmarks/gpu.py --out gpu-check-out            # CUDA machine, full sizes
     python benchmarks/gpu.py --tiny --out /tmp/gpu-tiny     # CPU, tiny sizes (the test suite runs this)
 
-`--tiny` runs every section at tiny sizes on the CPU; parts that need CUDA say "no CUDA". Output:
+`--tiny` runs every section at tiny sizes on the CPU; parts that need CUDA say "no CUDA".
+`--sections a,b` runs a subset; `--budget-scale 2` doubles every budget (a slower GPU). Output:
 `OUT/gpu-check.json` (rewritten after every section, so a run cut short keeps what finished) and
-the same table printed at the end (`OUT/gpu-check.txt`). Exit status 0, or 3 when the run hit
-its total time limit.
+the same table printed at the end (`OUT/gpu-check.txt`). Exit status 0; 2 for a usage error (one
+line, before any work); 3 when the run hit its total time limit.
 """
 
 from __future__ import annotations
