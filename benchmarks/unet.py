@@ -61,7 +61,8 @@ def build(name: str, args: argparse.Namespace):
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    temporal = sum(p.numel() for n, p in model.named_parameters() if (".temporal." in n or ".merge." in n or "motion_modules" in n))
+    is_temporal = model.is_temporal_parameter if name == "VideoUNet" else (lambda n: "motion_modules" in n)
+    temporal = sum(p.numel() for n, p in model.named_parameters() if is_temporal(n))
     return step, temporal
 
 

@@ -1,8 +1,9 @@
 """Input conditioning for the interpolation and prediction models.
 
-Both follow the same recipe: latents that the model should respect, and a binary mask saying
-which frames they are, concatenated channel-wise to the noisy latents (`VideoUNet(conditioning=...)`
-adds `C + 1` zero-initialised input channels for them).
+Both concatenate latents the model should respect channel-wise to the noisy latents, through
+zero-initialised input channels of `VideoUNet(conditioning=...)`: the interpolation model reads the
+frame-repeated key-frame latents (`C` channels, as the released model), the context-frame
+prediction model the masked context latents and their mask (`C + 1` channels).
 """
 
 import torch
@@ -19,21 +20,17 @@ def interpolation_conditioning(latents: torch.Tensor, factor: int = 4) -> torch.
     LaVie duplicates the base video's frames to the target frame rate and concatenates them with the
     noisy high-frame-rate latents; every output frame is synthesised anew, key frames included. Key
     frame i sits at output frame `factor*i`; each in-between frame repeats its nearest key frame
-    (the earlier one on a tie). The mask channel marks the frames that coincide with a key frame,
-    the masking mechanism of Video LDM §3.3.
+    (the earlier one on a tie). At factor 4 this is the released sampler's layout: 16 key frames
+    repeated 4 times, less the first and the last two, give 61 frames.
 
-    latents: (B, C, T, H, W) key-frame latents. Returns (B, C + 1, factor*(T-1)+1, H, W).
+    latents: (B, C, T, H, W) key-frame latents. Returns (B, C, factor*(T-1)+1, H, W).
     """
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
-    b, _, t, h, w = latents.shape
-    t_out = interpolated_length(t, factor)
-    position = torch.arange(t_out, device=latents.device)
+    t = latents.shape[2]
+    position = torch.arange(interpolated_length(t, factor), device=latents.device)
     nearest = torch.div(position + (factor - 1) // 2, factor, rounding_mode="floor").clamp(max=t - 1)  # (T_out,)
-    repeated = latents[:, :, nearest]  # (B, C, T_out, H, W)
-    mask = (position % factor == 0).to(latents.dtype)  # (T_out,)
-    mask = mask.view(1, 1, t_out, 1, 1).expand(b, 1, t_out, h, w)
-    return torch.cat([repeated, mask], dim=1)
+    return latents[:, :, nearest]  # (B, C, T_out, H, W)
 
 
 def context_conditioning(latents: torch.Tensor, num_context: int) -> torch.Tensor:

@@ -1,22 +1,29 @@
-"""Temporal layers that turn a diffusers image UNet into a video UNet.
+"""Temporal layers that turn a diffusers image UNet into LaVie's video UNets.
 
-Read bottom-up: the frame layout shared by every temporal layer -> rotary temporal self-attention
--> the spatio-temporal transformer block (LaVie §3.1) -> the spatio-temporal resnet block
-(Video LDM §3.1). Spatial layers see every frame as an independent image, `(B*T, ...)`; temporal
-layers reshape to `(B, T, ...)`, mix along T, and reshape back.
+Read bottom-up: the frame layout shared by every temporal layer -> video GroupNorm -> relative
+position bias and partial rotary encoding -> temporal self-attention -> sparse-causal spatial
+attention (interpolation model) -> the spatio-temporal transformer block (LaVie §3.1, Fig. 3b)
+-> temporal 3D-conv blocks and the block-level temporal module of the VSR model (LaVie §3.3).
+
+Spatial layers see every frame as an independent image, `(B*T, ...)`; temporal layers reshape to
+`(B, T, ...)`, mix along T, and reshape back. Each layer computes what the corresponding layer of
+the released LaVie networks computes, so their checkpoints convert (`lavie.model.convert`).
 
 Joint image-video fine-tuning (LaVie §3.1, Fig. 3c): the last `n_images` frames of each sample are
-independent images riding along T. Temporal layers skip them entirely, so for those frames the
-network is exactly the image model.
+independent images riding along T. No temporal layer mixes them with the video frames: temporal
+attention and temporal convolutions skip them, and the video GroupNorm normalises them one by one.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
-from diffusers.models.resnet import AlphaBlender, TemporalResnetBlock
+from diffusers.models.resnet import AlphaBlender, ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 
 @dataclass
@@ -27,10 +34,12 @@ class FrameLayout:
     spatial UNet runs, because diffusers' blocks call resnets and transformer blocks with a fixed
     signature that has no place for the frame count. Under gradient checkpointing the recomputation
     in backward reads it again, so run backward before the next forward with another frame count.
+    `temb` holds the per-frame time (+ noise level) embedding for the block-level temporal modules.
     """
 
     num_frames: int = 1
     n_images: int = 0
+    temb: torch.Tensor | None = None  # (B*T, D)
 
     @property
     def n_video(self) -> int:
@@ -50,98 +59,308 @@ def join_video_images(video: torch.Tensor, images: torch.Tensor) -> torch.Tensor
     return video.flatten(0, 1)
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention along T at every spatial position, with rotary positions (LaVie §3.1).
-
-    RoPE encodes relative frame offsets, so a model trained on 16 frames is not tied to absolute
-    positions when the interpolation stage runs it on 61. The output projection starts at zero so
-    the inflated network equals the image network at initialisation.
+class VideoGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics span all frames of a video, as LaVie's resnets normalise the 5-D
+    tensor (B, C, T, H, W). Image frames of joint training are normalised one by one, exactly as the
+    image model does, so they never share statistics with the video. Built from a 2-D GroupNorm,
+    whose parameters it takes over under the same names.
     """
 
-    def __init__(self, dim: int, num_heads: int, rope_theta: float = 10000.0):
+    def __init__(self, norm: nn.GroupNorm, layout: FrameLayout):
+        super().__init__(norm.num_groups, norm.num_channels, norm.eps, norm.affine)
+        self.weight, self.bias = norm.weight, norm.bias
+        self.layout = layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layout.n_video <= 1:
+            return super().forward(x)
+        video, images = split_video_images(x, self.layout)  # (B, Tv, C, H, W), (B, Ti, C, H, W)
+        video = F.group_norm(video.transpose(1, 2), self.num_groups, self.weight, self.bias, self.eps).transpose(1, 2)
+        if images.shape[1] > 0:
+            images = super().forward(images.flatten(0, 1)).unflatten(0, images.shape[:2])
+        return join_video_images(video, images)  # (B*T, C, H, W)
+
+
+def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:
+    """T5's bidirectional relative-position buckets: half the buckets per direction (a key before
+    the query, offset < 0, uses the upper half), exact for offsets below `num_buckets // 4`, then
+    logarithmic up to `max_distance`, beyond which offsets share the last bucket."""
+    n = -relative_position
+    half = num_buckets // 2
+    bucket = (n < 0).long() * half
+    n = n.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(n.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    return bucket + torch.where(n < max_exact, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """A learned bias per head and relative-offset bucket, added to the attention scores of the
+    temporal attention (LaVie §3.1 with the released model's T5 buckets)."""
+
+    def __init__(self, heads: int, num_buckets: int = 32, max_distance: int = 32):
         super().__init__()
-        if dim % num_heads != 0 or (dim // num_heads) % 2 != 0:
-            raise ValueError(f"temporal attention needs dim ({dim}) divisible by num_heads ({num_heads}) into an even head size")
-        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.relative_attention_bias = nn.Embedding(num_buckets, heads)
+
+    def forward(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        position = torch.arange(num_frames, device=device)
+        offset = position[None, :] - position[:, None]  # (T_query, T_key): key - query
+        buckets = relative_position_bucket(offset, self.num_buckets, self.max_distance)
+        return self.relative_attention_bias(buckets).permute(2, 0, 1)  # (heads, T, T)
+
+
+def apply_partial_rope(x: torch.Tensor, rope_dim: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotate the first `rope_dim` channels of every head by the frame index, in interleaved pairs
+    (channels 2i, 2i+1 by angle t * theta^(-2i/rope_dim)); the other channels pass through.
+
+    x: (N, heads, T, head_dim). LaVie shares one 32-dim rotary table between all blocks, so heads of
+    80 or 160 channels keep most channels unrotated.
+    """
+    if rope_dim > x.shape[-1]:
+        raise ValueError(f"rotary dim {rope_dim} exceeds the head size {x.shape[-1]}")
+    rope = get_1d_rotary_pos_embed(rope_dim, x.shape[2], theta=theta, use_real=True, repeat_interleave_real=True)
+    rope = tuple(r.to(x.device) for r in rope)  # cos, sin: (T, rope_dim)
+    rotated = apply_rotary_emb(x[..., :rope_dim], rope, use_real=True, use_real_unbind_dim=-1, sequence_dim=2)
+    return torch.cat([rotated.to(x.dtype), x[..., rope_dim:]], dim=-1)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention along T at every spatial position (LaVie §3.1).
+
+    With `rope_dim > 0`, rotary frame positions on the first `rope_dim` channels of each head; with
+    `rel_pos_buckets > 0`, a learned T5 relative-position bias on the scores: the base and VSR
+    models use both, the interpolation model neither. The output projection starts at zero so the
+    inflated network equals the image network at initialisation.
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, rope_dim: int = 32, rope_theta: float = 10000.0,
+                 rel_pos_buckets: int = 32, rel_pos_max_distance: int = 32):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.rope_dim = rope_dim
         self.rope_theta = rope_theta
-        self.norm = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.Linear(dim, dim)
-        nn.init.zeros_(self.to_out.weight)
-        nn.init.zeros_(self.to_out.bias)
+        if rope_dim and (rope_dim % 2 or rope_dim > head_dim):
+            raise ValueError(f"rope_dim={rope_dim} must be even and at most the head size {head_dim}")
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+        nn.init.zeros_(self.to_out[0].weight)
+        nn.init.zeros_(self.to_out[0].bias)
+        self.rel_pos_bias = RelativePositionBias(heads, rel_pos_buckets, rel_pos_max_distance) if rel_pos_buckets else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (N, T, C) with N = batch * spatial positions; returns the residual update
-        n, t, c = x.shape
-        h = self.norm(x)
-        q, k, v = (proj(h).view(n, t, self.num_heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))  # (N, nh, T, hd)
-        rope = get_1d_rotary_pos_embed(q.shape[-1], t, theta=self.rope_theta, use_real=True)  # cos, sin: (T, hd)
-        q = apply_rotary_emb(q, rope, use_real=True, sequence_dim=2)
-        k = apply_rotary_emb(k, rope, use_real=True, sequence_dim=2)
-        y = F.scaled_dot_product_attention(q, k, v)  # (N, nh, T, hd)
-        y = y.transpose(1, 2).reshape(n, t, c)  # (N, T, C)
-        return self.to_out(y)
+        n, t, _ = x.shape
+        q, k, v = (proj(x).view(n, t, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))  # (N, h, T, d)
+        if self.rope_dim:
+            q = apply_partial_rope(q, self.rope_dim, self.rope_theta)
+            k = apply_partial_rope(k, self.rope_dim, self.rope_theta)
+        bias = None
+        if self.rel_pos_bias is not None:
+            bias = self.rel_pos_bias(t, x.device).to(q.dtype).unsqueeze(0)  # (1, h, T, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, T, d)
+        y = y.transpose(1, 2).reshape(n, t, -1)  # (N, T, h*d)
+        return self.to_out[1](self.to_out[0](y))
+
+
+class SparseCausalAttnProcessor:
+    """Spatial self-attention in which every frame attends to the tokens of the first frame and of
+    the previous frame (the released interpolation model's spatial attention). Image frames of
+    joint training attend to themselves. A diffusers attention processor, so the attention module
+    and its weight names stay the image model's.
+    """
+
+    def __init__(self, layout: FrameLayout):
+        self.layout = layout
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs) -> torch.Tensor:
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError("sparse-causal attention is a self-attention without mask")
+        residual = hidden_states
+        t, tv = self.layout.num_frames, self.layout.n_video
+        # key/value frame of each frame: the first and the previous video frame; images use their own
+        index = torch.arange(t, device=hidden_states.device)
+        first = torch.where(index < tv, torch.zeros_like(index), index)
+        previous = torch.where(index < tv, (index - 1).clamp(min=0), index)
+
+        q = attn.to_q(hidden_states)  # (B*T, L, C)
+        k = attn.to_k(hidden_states).unflatten(0, (-1, t))  # (B, T, L, C)
+        v = attn.to_v(hidden_states).unflatten(0, (-1, t))
+        k = torch.cat([k[:, first], k[:, previous]], dim=2).flatten(0, 1)  # (B*T, 2L, C)
+        v = torch.cat([v[:, first], v[:, previous]], dim=2).flatten(0, 1)
+        q, k, v = (x.unflatten(-1, (attn.heads, -1)).transpose(1, 2) for x in (q, k, v))  # (B*T, h, L|2L, d)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B*T, L, C)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
 
 
 class SpatioTemporalTransformerBlock(nn.Module):
-    """A diffusers `BasicTransformerBlock` followed by temporal self-attention: LaVie's
-    ST-Transformer (§3.1, Fig. 3b). With `alpha_merge`, the spatial and temporal results are mixed
-    as `alpha*spatial + (1-alpha)*temporal` with a learned alpha (Video LDM §3.1).
+    """LaVie's ST-Transformer block (§3.1, Fig. 3b): a diffusers `BasicTransformerBlock` whose
+    submodules it takes over under their own names (`norm1, attn1, norm2, attn2, norm3, ff`), with a
+    temporal self-attention and its LayerNorm (`temporal_norm`, `temporal_attn`) inserted after the
+    cross-attention, before the feed-forward (`temporal_after_ff=False`: base and VSR models) or
+    after the feed-forward (`True`: interpolation model). With `alpha_merge`, the block's input and
+    its temporally mixed output are blended as `alpha*x + (1-alpha)*mixed` (Video LDM §3.1).
     """
 
-    def __init__(self, spatial: nn.Module, dim: int, num_heads: int, layout: FrameLayout,
-                 rope_theta: float = 10000.0, alpha_merge: bool = False, alpha_init: float = 0.5):
+    def __init__(self, block: BasicTransformerBlock, layout: FrameLayout, temporal_after_ff: bool = False,
+                 rope_dim: int = 32, rope_theta: float = 10000.0, rel_pos_buckets: int = 32,
+                 rel_pos_max_distance: int = 32, sparse_causal: bool = False, alpha_merge: bool = False,
+                 alpha_init: float = 0.5):
         super().__init__()
-        self.spatial = spatial
-        self.temporal = TemporalAttention(dim, num_heads, rope_theta)
+        if block.norm_type != "layer_norm" or block.pos_embed is not None or block._chunk_size is not None:
+            raise ValueError(f"only layer-norm transformer blocks without positional embedding inflate, got norm_type={block.norm_type!r}")
+        self.only_cross_attention = block.only_cross_attention
+        self.norm1, self.attn1, self.norm2, self.attn2, self.norm3, self.ff = block.norm1, block.attn1, block.norm2, block.attn2, block.norm3, block.ff
+        dim = block.norm1.normalized_shape[0]
+        heads = block.attn1.heads
+        self.temporal_norm = nn.LayerNorm(dim)
+        self.temporal_attn = TemporalAttention(dim, heads, block.attn1.inner_dim // heads, rope_dim, rope_theta, rel_pos_buckets, rel_pos_max_distance)
         self.merge = AlphaBlender(alpha=_logit(alpha_init), merge_strategy="learned") if alpha_merge else None
+        self.temporal_after_ff = temporal_after_ff
         self.layout = layout
+        if sparse_causal:
+            if block.only_cross_attention:
+                raise ValueError("sparse-causal attention replaces a self-attention; this block's attn1 is a cross-attention")
+            self.attn1.set_processor(SparseCausalAttnProcessor(layout))
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        # diffusers calls the block positionally under gradient checkpointing and by keyword
-        # otherwise, so everything is passed through untouched
-        x = self.spatial(hidden_states, *args, **kwargs)  # (B*T, HW, C)
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, timestep=None, cross_attention_kwargs=None, class_labels=None,
+                added_cond_kwargs=None) -> torch.Tensor:
+        # the signature is BasicTransformerBlock's: diffusers calls it positionally under gradient checkpointing
+        extra = cross_attention_kwargs or {}
+        x = hidden_states  # (B*T, HW, C)
+        context = encoder_hidden_states if self.only_cross_attention else None
+        x = x + self.attn1(self.norm1(x), encoder_hidden_states=context, attention_mask=attention_mask, **extra)
+        if self.attn2 is not None:
+            x = x + self.attn2(self.norm2(x), encoder_hidden_states=encoder_hidden_states, attention_mask=encoder_attention_mask, **extra)
+        if not self.temporal_after_ff:
+            x = self.temporal(x)
+        x = x + self.ff(self.norm3(x))
+        return self.temporal(x) if self.temporal_after_ff else x
+
+    def temporal(self, x: torch.Tensor) -> torch.Tensor:
         video, images = split_video_images(x, self.layout)  # (B, Tv, HW, C), (B, Ti, HW, C)
-        if video.shape[1] > 1:
+        if video.shape[1] > 0:
             b, t, hw, c = video.shape
             seq = video.permute(0, 2, 1, 3).reshape(b * hw, t, c)  # (B*HW, Tv, C)
-            mixed = seq + self.temporal(seq)
+            mixed = seq + self.temporal_attn(self.temporal_norm(seq))
             mixed = mixed.view(b, hw, t, c).permute(0, 2, 1, 3)  # (B, Tv, HW, C)
             video = self.merge(video, mixed) if self.merge is not None else mixed
         return join_video_images(video, images)  # (B*T, HW, C)
 
 
-class SpatioTemporalResnetBlock(nn.Module):
-    """A diffusers `ResnetBlock2D` followed by a residual block of (3, 1, 1) convolutions over time
-    (Video LDM §3.1 "residual blocks based on 3D convolutions"; LaVie §3.3 "3D convolutional
-    layer" of the VSR model). Its last convolution starts at zero so the block starts as identity.
+class TemporalConvBlock(nn.Module):
+    """A residual block of (k, 1, 1) convolutions over time (Video LDM §3.1 "residual blocks based
+    on 3D convolutions"; the released VSR model's 3D-conv blocks): GroupNorm over the video, SiLU,
+    conv (k, 1, 1), optional time embedding, GroupNorm, SiLU, conv (3, 1, 1). With `zero_init` the
+    last convolution starts at zero so the block starts as the identity.
+
+    forward: x (B, C, T, H, W), temb (B, D) or None -> (B, C, T, H, W).
     """
 
-    def __init__(self, spatial: nn.Module, layout: FrameLayout, alpha_merge: bool = False, alpha_init: float = 0.5):
+    def __init__(self, channels: int, kernel_size: int = 3, temb_channels: int | None = None, groups: int = 32,
+                 eps: float = 1e-6, zero_init: bool = True):
         super().__init__()
-        channels = spatial.out_channels
-        temb_channels = spatial.time_emb_proj.in_features if spatial.time_emb_proj is not None else None
-        if channels % 32 != 0:
-            raise ValueError(f"temporal conv blocks use GroupNorm(32): channel count {channels} must be a multiple of 32")
-        self.spatial = spatial
-        self.temporal = TemporalResnetBlock(channels, channels, temb_channels=temb_channels, eps=1e-6)
-        nn.init.zeros_(self.temporal.conv2.weight)
-        nn.init.zeros_(self.temporal.conv2.bias)
-        self.merge = AlphaBlender(alpha=_logit(alpha_init), merge_strategy="learned") if alpha_merge else None
-        self.layout = layout
+        if channels % groups:
+            raise ValueError(f"temporal conv blocks use GroupNorm({groups}): channel count {channels} must be a multiple of {groups}")
+        self.norm1 = nn.GroupNorm(groups, channels, eps)
+        self.conv1 = nn.Conv3d(channels, channels, (kernel_size, 1, 1), padding=((kernel_size - 1) // 2, 0, 0))
+        self.time_emb_proj = nn.Linear(temb_channels, channels) if temb_channels else None
+        self.norm2 = nn.GroupNorm(groups, channels, eps)
+        self.conv2 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        if zero_init:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None = None, *args, **kwargs) -> torch.Tensor:
-        x = self.spatial(input_tensor, temb, *args, **kwargs)  # (B*T, C, H, W)
-        video, images = split_video_images(x, self.layout)  # (B, Tv, C, H, W), (B, Ti, C, H, W)
-        if video.shape[1] > 1:
-            video_temb = None
-            if temb is not None and self.temporal.time_emb_proj is not None:
-                video_temb = split_video_images(temb, self.layout)[0]  # (B, Tv, D)
-            mixed = self.temporal(video.transpose(1, 2), video_temb).transpose(1, 2)  # (B, Tv, C, H, W)
-            video = self.merge(video, mixed) if self.merge is not None else mixed
-        return join_video_images(video, images)  # (B*T, C, H, W)
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.time_emb_proj is not None and temb is not None:
+            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return x + h
+
+
+def video_apply(x: torch.Tensor, layout: FrameLayout, fn) -> torch.Tensor:
+    """Apply `fn` to the video frames of a `(B*T, C, H, W)` batch as a `(B, C, Tv, H, W)` video;
+    image frames pass through."""
+    video, images = split_video_images(x, layout)  # (B, Tv, C, H, W)
+    if video.shape[1] > 0:
+        video = fn(video.transpose(1, 2)).transpose(1, 2)
+    return join_video_images(video, images)
+
+
+class TemporalConvTransformer2DModel(Transformer2DModel):
+    """A diffusers `Transformer2DModel` with a temporal 3D-conv block (`temporal_conv`) applied to
+    its input: the released VSR model's transformers, where the spatial transformer's residual
+    starts after the temporal convolution. Build with `from_transformer`; the spatial weights keep
+    their names."""
+
+    @classmethod
+    def from_transformer(cls, transformer: Transformer2DModel, layout: FrameLayout) -> "TemporalConvTransformer2DModel":
+        model = cls(**{k: v for k, v in transformer.config.items() if not k.startswith("_")})
+        model.load_state_dict(transformer.state_dict(), assign=True)
+        model.temporal_conv = TemporalConvBlock(transformer.config.in_channels)
+        model.layout = layout
+        return model.to(transformer.device)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        hidden_states = video_apply(hidden_states, self.layout, self.temporal_conv)  # (B*T, C, H, W)
+        return super().forward(hidden_states, *args, **kwargs)
+
+
+class BlockTemporalModule(nn.Module):
+    """The released VSR model's temporal module after each down, mid and up block: a (5, 1, 1)
+    temporal conv block and a 3x3 resnet over the video (both with the time embedding), then a
+    zero-initialised 1x1 convolution whose output is added to the block's output.
+
+    forward: x (B*T, C, H, W), temb (B*T, D) -> (B*T, C, H, W); image frames pass through.
+    """
+
+    def __init__(self, channels: int, temb_channels: int, layout: FrameLayout):
+        super().__init__()
+        self.layout = layout
+        self.video_layout = FrameLayout()  # the resnet sees the video frames alone
+        self.temporal_conv = TemporalConvBlock(channels, kernel_size=5, temb_channels=temb_channels, zero_init=False)
+        self.spatial_resnet = ResnetBlock2D(in_channels=channels, out_channels=channels, temb_channels=temb_channels, groups=32, eps=1e-6)
+        for name in ("norm1", "norm2"):
+            setattr(self.spatial_resnet, name, VideoGroupNorm(getattr(self.spatial_resnet, name), self.video_layout))
+        self.shift_conv = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.shift_conv.weight)
+        nn.init.zeros_(self.shift_conv.bias)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        video, images = split_video_images(x, self.layout)  # (B, Tv, C, H, W)
+        if video.shape[1] == 0:
+            return x
+        b, t = video.shape[:2]
+        self.video_layout.num_frames = t
+        video_temb = split_video_images(temb, self.layout)[0]  # (B, Tv, D)
+        h = self.temporal_conv(video.transpose(1, 2), video_temb[:, 0]).transpose(1, 2).flatten(0, 1)  # (B*Tv, C, H, W)
+        h = self.spatial_resnet(h, video_temb.flatten(0, 1))
+        video = video + self.shift_conv(h).unflatten(0, (b, t))
+        return join_video_images(video, images)
+
+
+class AfterBlock:
+    """Forward hook that runs a `BlockTemporalModule` on the output of a diffusers UNet block (the
+    hidden states only: the skip connections a down block returns stay as they are)."""
+
+    def __init__(self, module: BlockTemporalModule):
+        self.module = module
+
+    def __call__(self, block, args, output):
+        temb = self.module.layout.temb
+        if isinstance(output, tuple):  # down blocks: (hidden_states, skip connections)
+            return (self.module(output[0], temb),) + output[1:]
+        return self.module(output, temb)
 
 
 def _logit(alpha: float) -> float:

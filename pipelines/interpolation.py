@@ -40,7 +40,7 @@ class InterpolationPipeline(StagePipeline):
 
         # 2. key-frame latents repeated to the target rate, with their mask
         key_latents = self.encode_frames(video)  # (B, C, T, h, w)
-        cond = interpolation_conditioning(key_latents, factor)  # (B, C + 1, T_out, h, w)
+        cond = interpolation_conditioning(key_latents, factor)  # (B, C, T_out, h, w)
         b, c, t, h, w = key_latents.shape
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = self.initial_latents((b, c, interpolated_length(t, factor), h, w), generator)  # (B, C, T_out, h, w)

@@ -10,20 +10,21 @@ def test_interpolation_conditioning_16_to_61_frames():
     latents = torch.randn(2, 4, 16, 3, 5)
     cond = interpolation_conditioning(latents)
     assert interpolated_length(16) == 61
-    assert cond.shape == (2, 5, 61, 3, 5)
-    mask = cond[0, 4, :, 0, 0]
-    assert mask.nonzero().flatten().tolist() == list(range(0, 61, 4))  # key frame i at output frame 4i
+    assert cond.shape == (2, 4, 61, 3, 5)
     for key in range(16):
-        assert torch.equal(cond[:, :4, 4 * key], latents[:, :, key])
+        assert torch.equal(cond[:, :, 4 * key], latents[:, :, key])  # key frame i at output frame 4i
     # in-between frames repeat the nearest key frame, the earlier one on a tie
-    assert torch.equal(cond[:, :4, 1], latents[:, :, 0]) and torch.equal(cond[:, :4, 2], latents[:, :, 0])
-    assert torch.equal(cond[:, :4, 3], latents[:, :, 1])
+    assert torch.equal(cond[:, :, 1], latents[:, :, 0]) and torch.equal(cond[:, :, 2], latents[:, :, 0])
+    assert torch.equal(cond[:, :, 3], latents[:, :, 1])
+    # the released sampler's layout: 16 frames repeated 4 times, less the first and the last two
+    released = latents.repeat_interleave(4, dim=2)[:, :, 1:-2]
+    assert torch.equal(cond, released)
 
 
 def test_interpolation_conditioning_other_factors():
     latents = torch.randn(1, 4, 3, 2, 2)
-    assert interpolation_conditioning(latents, factor=2).shape == (1, 5, 5, 2, 2)
-    assert torch.equal(interpolation_conditioning(latents, factor=1)[:, :4], latents)
+    assert interpolation_conditioning(latents, factor=2).shape == (1, 4, 5, 2, 2)
+    assert torch.equal(interpolation_conditioning(latents, factor=1), latents)
     with pytest.raises(ValueError, match="factor"):
         interpolation_conditioning(latents, factor=0)
 

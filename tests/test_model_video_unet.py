@@ -1,5 +1,6 @@
 """VideoUNet / VideoSRUNet on the tiny presets: equivalence to the image UNet at init, joint
-image-video frames, live temporal layers, save/load, gradient checkpointing, freezing, compile."""
+image-video frames, live temporal layers, save/load, gradient checkpointing, freezing, compile.
+The released layouts' pieces are checked against direct computations in test_model_official.py."""
 
 import copy
 
@@ -37,15 +38,24 @@ def make_temporal_live(model: VideoUNet, seed: int = 3) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if model.is_temporal_parameter(name) and ("to_out" in name or "conv2" in name):
+            if model.is_temporal_parameter(name) and ("to_out" in name or "conv2" in name or "shift_conv" in name):
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
 
 
-@pytest.mark.parametrize("options", [{}, {"alpha_merge": True}, {"alpha_merge": True, "temporal_conv": True}, {"temporal_conv": True}])
+def static(sample: torch.Tensor) -> torch.Tensor:
+    """A video whose frames all equal the first: the video GroupNorm then sees per-frame statistics."""
+    return sample[:, :, :1].expand_as(sample).contiguous()
+
+
+@pytest.mark.parametrize("options", [
+    {"layout": "base"}, {"layout": "interp", "conditioning": "none"}, {"alpha_merge": True},
+    {"alpha_merge": True, "temporal_conv": True}, {"temporal_conv": True, "temporal_modules": True},
+])
 def test_equals_image_unet_frame_by_frame_at_init(options):
     unet2d = tiny_unet2d()
     model = VideoUNet.from_unet2d(unet2d, **options).eval()
     sample, text = inputs()
+    sample = static(sample)
     with torch.no_grad():
         video = model(sample, 10, text).sample
         joint = model(sample, 10, text, n_images=2).sample
@@ -55,11 +65,22 @@ def test_equals_image_unet_frame_by_frame_at_init(options):
     assert (joint - reference).abs().max() <= 1e-5
 
 
+def test_per_frame_norms_equal_image_unet_on_any_video():
+    unet2d = tiny_unet2d()
+    model = VideoUNet.from_unet2d(unet2d, video_norm=False).eval()
+    sample, text = inputs()
+    with torch.no_grad():
+        assert (model(sample, 10, text).sample - framewise(unet2d, sample, 10, text)).abs().max() <= 1e-5
+        # the released layout's video GroupNorm shares statistics over the frames of a video
+        assert (VideoUNet.from_unet2d(unet2d).eval()(sample, 10, text).sample - framewise(unet2d, sample, 10, text)).abs().max() > 1e-3
+
+
 def test_vsr_equals_upscaler_frame_by_frame_at_init():
     upscaler = tiny_unet2d("vsr")
     model = VideoSRUNet.from_unet2d(upscaler).eval()
     latents, text = inputs()
-    low_res = torch.randn(B, 3, T, H, W)
+    latents = static(latents)
+    low_res = static(torch.randn(B, 3, T, H, W))
     level = torch.tensor([20, 300])
     with torch.no_grad():
         out = model(latents, 500, text, low_res=low_res, noise_level=level).sample
@@ -73,8 +94,10 @@ def test_vsr_trains_only_temporal_layers():
     model = VideoSRUNet.from_unet2d(tiny_unet2d("vsr"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(model.is_temporal_parameter(n) for n in trainable)
-    assert any(".temporal.conv1." in n for n in trainable)  # 3D convs were inserted
-    assert any(".temporal.to_q." in n for n in trainable)  # and temporal attention
+    assert any(".attentions.0.temporal_conv.conv1." in n for n in trainable)  # 3D convs before the transformers
+    assert any(".temporal_attn.to_q." in n for n in trainable)  # temporal attention inside them
+    assert any(n.startswith("mid_temporal_block.shift_conv.") for n in trainable)  # block-level temporal modules
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("unet2d.down_blocks.0.resnets."))
 
 
 def test_image_frames_ignore_video_frames_and_carry_own_captions():
@@ -96,7 +119,7 @@ def test_image_frames_ignore_video_frames_and_carry_own_captions():
 
 def test_one_optimiser_step_makes_frames_depend_on_each_other():
     torch.manual_seed(0)
-    model = VideoUNet.from_unet2d(tiny_unet2d(), alpha_merge=True)
+    model = VideoUNet.from_unet2d(tiny_unet2d(), alpha_merge=True, video_norm=False)
     sample, text = inputs()
     perturbed = sample.clone()
     perturbed[:, :, 0] += 1.0
@@ -118,7 +141,7 @@ def test_one_optimiser_step_makes_frames_depend_on_each_other():
 
 @pytest.mark.parametrize("cls,stage,options", [
     (VideoUNet, "base", {"alpha_merge": True, "temporal_conv": True, "alpha_init": 0.3}),
-    (VideoUNet, "base", {"conditioning": "interpolation"}),
+    (VideoUNet, "base", {"layout": "interp"}),
     (VideoSRUNet, "vsr", {}),
 ])
 def test_save_load_round_trip(tmp_path, cls, stage, options):
@@ -142,7 +165,7 @@ def test_save_load_round_trip(tmp_path, cls, stage, options):
 
 
 def test_gradient_checkpointing_gives_same_gradients():
-    model = VideoUNet.from_unet2d(tiny_unet2d(), temporal_conv=True, alpha_merge=True)
+    model = VideoUNet.from_unet2d(tiny_unet2d(), temporal_conv=True, temporal_modules=True, alpha_merge=True)
     make_temporal_live(model)
     checkpointed = copy.deepcopy(model)
     checkpointed.enable_gradient_checkpointing()
@@ -161,7 +184,7 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 @pytest.mark.parametrize("conditioning", ["none", "interpolation"])
 def test_freeze_spatial_leaves_only_temporal_gradients(conditioning):
-    model = VideoUNet.from_unet2d(tiny_unet2d(), conditioning=conditioning, temporal_conv=True, alpha_merge=True)
+    model = VideoUNet.from_unet2d(tiny_unet2d(), conditioning=conditioning, temporal_conv=True, temporal_modules=True, alpha_merge=True)
     model.freeze_spatial()
     sample, text = inputs()
     cond = torch.randn(B, model.cond_channels, T, H, W) if model.cond_channels else None
@@ -176,19 +199,31 @@ def test_freeze_spatial_leaves_only_temporal_gradients(conditioning):
 def test_interpolation_model_from_base_starts_as_base():
     base = VideoUNet.from_unet2d(tiny_unet2d()).eval()
     make_temporal_live(base)
-    interp = base.with_conditioning("interpolation").eval()
-    assert interp.cond_channels == 5 and interp.config.conditioning == "interpolation"
+    conditioned = base.with_conditioning("interpolation").eval()
+    assert conditioned.cond_channels == 4 and conditioned.config.conditioning == "interpolation"
     sample, text = inputs()
     with torch.no_grad():
         expected = base(sample, 10, text).sample
-        got = interp(sample, 10, text, cond=torch.randn(B, 5, T, H, W)).sample
+        got = conditioned(sample, 10, text, cond=torch.randn(B, 4, T, H, W)).sample
     assert (got - expected).abs().max() <= 1e-5  # zero-initialised conditioning weights
+    # the released interpolation layout takes over every weight it shares with the base model
+    interp = base.with_layout("interp")
+    assert interp.config.sparse_causal and interp.config.temporal_attention == "after_ff"
+    shared = {k: v for k, v in base.state_dict().items() if k in interp.state_dict() and k != "unet2d.conv_in.weight"}
+    assert all(torch.equal(v, interp.state_dict()[k]) for k, v in shared.items())
+    assert not any("rel_pos_bias" in k for k in interp.state_dict())
 
 
 def test_rejects_bad_options_and_inputs():
     unet2d = tiny_unet2d()
     with pytest.raises(ValueError, match="conditioning"):
         VideoUNet.from_unet2d(unet2d, conditioning="keyframes")
+    with pytest.raises(ValueError, match="temporal_position"):
+        VideoUNet.from_unet2d(unet2d, temporal_position="sinusoidal")
+    with pytest.raises(ValueError, match="layout"):
+        VideoUNet.from_unet2d(unet2d, layout="long")
+    with pytest.raises(ValueError, match="rope_dim"):
+        VideoUNet.from_unet2d(unet2d, rope_dim=48)  # more than the 32-channel heads of the tiny model
     model = VideoUNet.from_unet2d(unet2d, conditioning="context")
     sample, text = inputs()
     with pytest.raises(ValueError, match="cond"):

@@ -75,27 +75,29 @@ def model_folder(config: TrainConfig, scratch: Path) -> Path:
 def load_trainable_unet(folder: Path, config: TrainConfig) -> VideoUNet:
     unet_dir = folder / "unet"
     class_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name")
-    options = {"temporal_conv": config.model.temporal_conv, "alpha_merge": config.model.alpha_merge}
+    # the released layouts (lavie.model.LAYOUTS) plus the Video LDM options the config switches on
+    options = {"alpha_merge": config.model.alpha_merge, **({"temporal_conv": True} if config.model.temporal_conv else {})}
     stage = config.stage
     if stage == "vsr":
         if class_name == "VideoSRUNet":
             unet = VideoSRUNet.from_pretrained(unet_dir)
         elif class_name == "UNet2DConditionModel":
             # the x4 upscaler with temporal attention and 3D convolutions inserted (LaVie §3.3)
-            unet = VideoSRUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), **{**options, "temporal_conv": True})
+            unet = VideoSRUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), layout="vsr", **options)
         else:
             raise ModelFolderError(f"{unet_dir}: holds a {class_name}; stage vsr needs the x4 upscaler UNet or a VideoSRUNet")
     elif class_name == "UNet2DConditionModel" and stage == "base":
         # the SD 1.4 image UNet inflated with identity temporal layers (LaVie §3.1, App. C)
-        unet = VideoUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), **options)
+        unet = VideoUNet.from_unet2d(UNet2DConditionModel.from_pretrained(unet_dir), layout="base", **options)
     elif class_name == "VideoUNet":
         unet = VideoUNet.from_pretrained(unet_dir)
         want = "interpolation" if stage == "interp" else unet.config.conditioning
         if stage == "base" and want == "interpolation":
             raise ModelFolderError(f"{unet_dir}: an interpolation model cannot be trained as stage base")
         if unet.config.conditioning != want:
-            # the interpolation model starts from the base model, extra input channels at zero (LaVie App. C)
-            unet = unet.with_conditioning(want)
+            # the interpolation model starts from the base model in the released interpolation
+            # layout, extra input channels at zero (LaVie App. C)
+            unet = unet.with_layout("interp")
     else:
         raise ModelFolderError(f"{unet_dir}: holds a {class_name}, which stage {stage} cannot train")
 

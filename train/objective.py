@@ -104,7 +104,7 @@ def interp_loss(unet, models: StageModels, batch: dict, generator: torch.Generat
     repeated to the full rate with their mask, are concatenated to the noisy latents, and the
     network denoises all frames (key frames included)."""
     x0 = to_latents(batch, "video", models, generator)  # (B, C, T_out, h, w)
-    cond = interpolation_conditioning(x0[:, :, ::factor], factor)  # (B, C + 1, T_out, h, w)
+    cond = interpolation_conditioning(x0[:, :, ::factor], factor)  # (B, C, T_out, h, w)
     captions = drop_captions(batch["captions"], text_dropout, generator)
     context = encode_text(models, captions, generator.device, dtype)  # (B, L, D)
     noisy, timesteps, target = _noised(models, x0, generator)

@@ -1,0 +1,204 @@
+"""The base UNet of this toolkit against the released LaVie implementation, same config, same weights.
+
+    pip install rotary-embedding-torch einops        # what the released code imports
+    python benchmarks/official.py --official-dir PATH/TO/LaVie                      # SD 1.4 layout at width 256, CPU or CUDA
+    python benchmarks/official.py --official-dir PATH/TO/LaVie --width 320 --height 40 --width-latent 64 --device cuda
+
+`--official-dir` is a checkout of the released repository (github.com/Vchitect/LaVie), supplied by
+the user; its `base/models` package is imported from there and nothing of it is part of this
+toolkit. The official network is built from an SD-1.4-shaped config with random weights (its
+zero-initialised temporal outputs made live), converted with `lavie.model.convert`, and both run
+on the same input. Prints the largest output difference relative to the output scale, then the
+forward (no grad) and forward+backward times (fastest of `--repeats`, the two implementations
+alternating) and peak memory (each in its own process: CUDA `max_memory_allocated`, or on CPU the
+rise of the peak resident set size), with ratios ours/official. Targets: time ratio <= 1/1.2,
+memory ratio <= 0.8, relative difference <= 1e-4.
+"""
+
+import argparse
+import importlib
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+IMPLS = ("ours", "official")
+
+
+def official_config(args) -> dict:
+    # SD 1.4's layout (4 levels, 2 resnets per level, cross-attention in the first three, 8 heads)
+    width = args.width
+    return dict(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, attention_head_dim=8,
+        block_out_channels=(width, 2 * width, 4 * width, 4 * width),
+        down_block_types=("CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"),
+        cross_attention_dim=768,
+    )
+
+
+def image_config(args) -> dict:
+    config = official_config(args)
+    config["down_block_types"] = tuple(t.replace("3D", "2D") for t in config["down_block_types"])
+    config["up_block_types"] = tuple(t.replace("3D", "2D") for t in config["up_block_types"])
+    return config
+
+
+def import_official(official_dir: str):
+    root = os.path.join(official_dir, "base")
+    if not os.path.isfile(os.path.join(root, "models", "unet.py")):
+        raise SystemExit(f"--official-dir {official_dir}: no base/models/unet.py (give a checkout of the LaVie repository)")
+    sys.path.insert(0, root)
+    try:
+        return importlib.import_module("models.unet").UNet3DConditionModel
+    except ImportError as error:
+        raise SystemExit(f"importing the released code failed ({error}); pip install rotary-embedding-torch einops") from None
+    finally:
+        sys.path.remove(root)
+
+
+def build(args):
+    """Both networks with the same weights, and the shared inputs."""
+    import torch
+
+    from lavie.model.convert import from_official_checkpoint
+
+    torch.manual_seed(0)
+    official = import_official(args.official_dir).from_config(official_config(args))
+    with torch.no_grad():
+        for name, p in official.named_parameters():
+            if name.endswith(("attn_temp.to_out.0.weight", "attn_temp.to_out.0.bias")):
+                p.normal_(0.0, 0.02)  # live temporal outputs, so the comparison covers them
+    ours = from_official_checkpoint(official.state_dict(), image_config(args), "base")
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(args.batch, 4, args.frames, args.height, args.width_latent, generator=g).to(device)
+    text = torch.randn(args.batch, 77, 768, generator=g).to(device)
+    timestep = torch.full((args.batch,), 500, device=device)
+    return {"ours": ours.to(device), "official": official.to(device)}, (sample, timestep, text)
+
+
+def runner(model, inputs, mode: str, device):
+    import torch
+
+    sample, timestep, text = inputs
+    model.train(mode == "train")
+    model.requires_grad_(mode == "train")
+
+    def run():
+        if mode == "train":
+            model.zero_grad(set_to_none=True)
+            model(sample, timestep, text).sample.square().mean().backward()
+        else:
+            with torch.no_grad():
+                model(sample, timestep, text)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def build_one(impl: str, args):
+    """One implementation alone (random weights: memory does not depend on them)."""
+    import torch
+
+    from lavie.model import VideoUNet
+
+    torch.manual_seed(0)
+    if impl == "official":
+        model = import_official(args.official_dir).from_config(official_config(args))
+    else:
+        model = VideoUNet(unet2d_config=image_config(args))  # the released base layout is the default
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(args.batch, 4, args.frames, args.height, args.width_latent, generator=g).to(device)
+    text = torch.randn(args.batch, 77, 768, generator=g).to(device)
+    return model.to(device), (sample, torch.full((args.batch,), 500, device=device), text)
+
+
+def peak_memory(impl: str, mode: str, args, queue) -> None:
+    """One pass in a fresh process, so the peak belongs to this implementation alone."""
+    import torch
+
+    model, inputs = build_one(impl, args)
+    device = torch.device(args.device)
+    run = runner(model, inputs, mode, device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    run()
+    peak = torch.cuda.max_memory_allocated() - base if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    queue.put(max(peak, 0))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--official-dir", required=True, help="a checkout of the released LaVie repository")
+    p.add_argument("--width", type=int, default=256, help="first-level channels (SD 1.4: 320); 8 heads, so at least 256")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--height", type=int, default=16, help="latent height (320 px: 40)")
+    p.add_argument("--width-latent", type=int, default=16, help="latent width (512 px: 64)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
+    args = p.parse_args()
+    if args.width // 8 < 32:
+        p.error("--width must give heads of at least 32 channels (the released 32-dim rotary encoding): use --width >= 256")
+
+    import torch
+
+    device = torch.device(args.device)
+    kind = "CUDA max_memory_allocated" if device.type == "cuda" else "CPU peak RSS rise"
+    print(f"device={args.device} width={args.width} frames={args.frames} latent={args.height}x{args.width_latent} batch={args.batch}", flush=True)
+    models, inputs = build(args)
+    with torch.no_grad():
+        for m in models.values():
+            m.eval()
+        reference = models["official"](*inputs).sample
+        difference = ((models["ours"](*inputs).sample - reference).abs().max() / reference.abs().max()).item()
+    print(f"max |ours - official| / max |official| = {difference:.2e} (target <= 1e-4)", flush=True)
+
+    times = {}
+    for mode in ("eval", "train"):
+        runs = {impl: runner(models[impl], inputs, mode, device) for impl in IMPLS}
+        for run in runs.values():
+            run()  # warm-up
+        samples = {impl: [] for impl in IMPLS}
+        for _ in range(args.repeats):
+            for impl, run in runs.items():
+                start = time.perf_counter()
+                run()
+                samples[impl].append(time.perf_counter() - start)
+        times[mode] = {impl: min(s) for impl, s in samples.items()}
+        print(f"{mode}: " + ", ".join(f"{impl} {t:.3f} s" for impl, t in times[mode].items()), flush=True)
+    del models
+
+    ctx = mp.get_context("spawn")
+    memory = {}
+    for mode in ("eval", "train"):
+        for impl in IMPLS:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=peak_memory, args=(impl, mode, args, queue))
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0:
+                raise SystemExit(f"{impl} {mode} memory run failed (exit code {proc.exitcode})")
+            memory[mode, impl] = queue.get()
+
+    print(f"{'pass':<14}{'impl':<10}{'seconds':>10}{'peak MiB':>12}   ({kind})")
+    for mode, label in (("eval", "forward"), ("train", "forward+backward")):
+        for impl in IMPLS:
+            print(f"{label:<14}{impl:<10}{times[mode][impl]:>10.3f}{memory[mode, impl] / 2**20:>12.1f}")
+    for mode, label in (("eval", "forward"), ("train", "forward+backward")):
+        speed = times[mode]["official"] / times[mode]["ours"]
+        mem = memory[mode, "ours"] / max(memory[mode, "official"], 1)
+        print(f"{label}: ours is {speed:.2f}x the official speed (target >= 1.2), memory ratio ours/official = {mem:.2f} (target <= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
