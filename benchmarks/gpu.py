@@ -314,21 +314,20 @@ def is_oom(err: BaseException) -> bool:
 def build_unet(stage: str, shapes: dict, device: torch.device):
     """The video UNet a stage trains, random weights, built from the layouts in gpu_check.yaml.
 
-    base: SD 1.4's UNet inflated (LaVie §3.1); interp: the same with interpolation conditioning
-    (§3.2); vsr: the x4 upscaler's UNet inflated with temporal layers (§3.3). The one place where
-    the benchmark meets `lavie.model`'s constructors.
+    base: SD 1.4's UNet in the released base layout (LaVie §3.1); interp: the released
+    interpolation layout (§3.2); vsr: the x4 upscaler's UNet in the released VSR layout (§3.3).
+    The one place where the benchmark meets `lavie.model`'s constructors.
     """
     from diffusers import UNet2DConditionModel
 
     from lavie.model import VideoSRUNet, VideoUNet
 
+    if stage not in ("base", "interp", "vsr"):
+        raise ValueError(f"stage={stage!r}: choose base, interp or vsr")
     with torch.device(device):  # random init straight on the device: seconds instead of a minute for SD size
-        if stage == "vsr":
+        if stage == "vsr":  # the released VSR layout is VideoSRUNet's default
             return VideoSRUNet.from_unet2d(UNet2DConditionModel(**shapes["x4_unet"]))
-        if stage not in ("base", "interp"):
-            raise ValueError(f"stage={stage!r}: choose base, interp or vsr")
-        conditioning = "interpolation" if stage == "interp" else "none"
-        return VideoUNet.from_unet2d(UNet2DConditionModel(**shapes["sd14_unet"]), conditioning=conditioning)
+        return VideoUNet.from_unet2d(UNet2DConditionModel(**shapes["sd14_unet"]), layout=stage)  # the released layout
 
 
 def unet_forward(unet, stage: str, batch: dict) -> torch.Tensor:
@@ -391,7 +390,7 @@ def make_batch(shape: TrainShape, batch: int, device: torch.device, seed: int = 
     else:
         out["context"] = torch.randn(batch, shape.text_tokens, shape.text_dim, generator=g, device=device)
     if shape.stage == "interp":
-        out["cond"] = interpolation_conditioning(x0[:, :, ::4], 4)  # (B, C + 1, T, h, w)
+        out["cond"] = interpolation_conditioning(x0[:, :, ::4], 4)  # (B, C', T, h, w): the frame-repeated key frames
     if shape.stage == "vsr":
         out["low_res"] = torch.rand(batch, 3, frames, h, w, generator=g, device=device) * 2 - 1  # (B, 3, T, h, w)
         out["noise_level"] = torch.randint(0, 351, (batch,), generator=g, device=device)
