@@ -141,7 +141,8 @@ def test_largest_batch_doubles_then_bisects_and_respects_the_cap(gpu):
     assert gpu.largest_batch(lambda b: False, cap=8, budget=budget)[0] == 0
 
 
-def test_out_of_memory_in_a_step_is_a_message_not_a_crash(gpu):
+def test_out_of_memory_in_a_step_is_a_message_not_a_crash(gpu, monkeypatch):
+    monkeypatch.setattr(gpu, "make_batch", lambda shape, batch, device, seed=0: {"batch": batch})
     class Optimizer:
         cleared = 0
 
