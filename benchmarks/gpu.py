@@ -592,7 +592,6 @@ class GpuCheck:
                 row["note"] = f"search capped at {best}"
             rows.append(row)
             self.results[f"{stage}_train"] = {"samples_per_s": best / step_s, "batch": best, "checkpointing": checkpointing}
-        del trainer, unet
         if not self.peak_tflops:
             notes.append("MFU: n/a (" + (NO_CUDA if not self.cuda else "device not in the peak table; pass --peak-tflops") + ")")
         return {"rows": rows, "notes": notes}
