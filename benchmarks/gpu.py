@@ -134,7 +134,7 @@ class Report:
     header: dict = field(default_factory=dict)
     sections: dict = field(default_factory=dict)
     finished: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # the watchdog thread writes too
 
     def as_dict(self) -> dict:
         return {"header": self.header, "sections": self.sections, "finished": self.finished}
@@ -145,6 +145,11 @@ class Report:
             tmp = self.path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(self.as_dict(), indent=2, default=_jsonable) + "\n")
             os.replace(tmp, self.path)
+
+    def set(self, name: str, entry: dict) -> None:
+        with self.lock:
+            self.sections[name] = entry
+            self.write()
 
 
 def _jsonable(value):
@@ -170,11 +175,13 @@ def run_sections(report: Report, sections: list[tuple[str, Callable[[Budget], di
 
     def cut() -> None:
         name = current["name"]
-        if name is not None:
-            entry = report.sections[name]
-            entry.update(status="cut", seconds=round(clock() - current["t0"], 2),
-                         notes=entry.get("notes", []) + [f"cut: the whole run reached its {total_s:.0f} s limit"])
-        report.write()
+        with report.lock:
+            if name is not None:
+                entry = dict(report.sections[name])
+                entry.update(status="cut", seconds=round(clock() - current["t0"], 2),
+                             notes=entry.get("notes", []) + [f"cut: the whole run reached its {total_s:.0f} s limit"])
+                report.sections[name] = entry
+            report.write()
         if on_cut is not None:
             on_cut(name)
 
@@ -187,16 +194,15 @@ def run_sections(report: Report, sections: list[tuple[str, Callable[[Budget], di
             left = total_s - (clock() - start)
             budget_s = min(float(budgets.get(name, 30)), left)
             if budget_s < min(5.0, 0.25 * float(budgets.get(name, 30))):
-                report.sections[name] = {"status": "skipped", "budget_s": round(budget_s, 1), "rows": [],
-                                         "notes": [f"skipped: out of time ({left:.0f} s of the run left)"]}
-                report.write()
+                report.set(name, {"status": "skipped", "budget_s": round(budget_s, 1), "rows": [],
+                                  "notes": [f"skipped: out of time ({left:.0f} s of the run left)"]})
                 log(f"[{name}] skipped: out of time")
                 complete = False
                 continue
             t0 = clock()
-            report.sections[name] = {"status": "running", "budget_s": round(budget_s, 1), "rows": []}
-            report.write()
-            current.update(name=name, t0=t0)
+            with report.lock:
+                report.set(name, {"status": "running", "budget_s": round(budget_s, 1), "rows": []})
+                current.update(name=name, t0=t0)
             log(f"[{name}] running (budget {budget_s:.0f} s)")
             try:
                 result = fn(Budget(budget_s)) or {}
@@ -218,8 +224,7 @@ def run_sections(report: Report, sections: list[tuple[str, Callable[[Budget], di
                 entry["traceback"] = result["traceback"]
             if seconds > budget_s * 1.1 + 2:
                 entry["notes"].append(f"over budget: {seconds:.0f} s of {budget_s:.0f} s")
-            report.sections[name] = entry
-            report.write()
+            report.set(name, entry)
             log(f"[{name}] {status} in {seconds:.1f} s")
     finally:
         watchdog.cancel()
