@@ -249,6 +249,11 @@ def format_table(report: dict) -> str:
                 lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
         for note in entry.get("notes", []):
             lines.append(f"  - {note}")
+    by_status: dict[str, list[str]] = {}
+    for name, entry in report["sections"].items():
+        by_status.setdefault(entry["status"], []).append(name)
+    lines.append("")
+    lines.append("sections: " + "; ".join(f"{status}: {', '.join(names)}" for status, names in by_status.items()))
     return "\n".join(lines)
 
 

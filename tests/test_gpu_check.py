@@ -114,6 +114,7 @@ def test_sections_are_written_as_they_run_and_skipped_when_out_of_time(gpu, tmp_
     assert "out of time" in result["late"]["notes"][0]
     text = gpu.format_table({"header": {"device": "cpu"}, "sections": result})
     assert "== late: skipped" in text and "value" in text
+    assert text.splitlines()[-1] == "sections: ok: first, slow; error: failing; no CUDA: cuda_only; skipped: late"
 
 
 def test_a_run_past_its_total_time_is_cut_with_what_finished_on_disk(gpu, tmp_path):
