@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.resnet import AlphaBlender, ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
@@ -75,10 +75,26 @@ class VideoGroupNorm(nn.GroupNorm):
         if self.layout.n_video <= 1:
             return super().forward(x)
         video, images = split_video_images(x, self.layout)  # (B, Tv, C, H, W), (B, Ti, C, H, W)
-        video = F.group_norm(video.transpose(1, 2), self.num_groups, self.weight, self.bias, self.eps).transpose(1, 2)
+        video = self.video_norm(video)
         if images.shape[1] > 0:
             images = super().forward(images.flatten(0, 1)).unflatten(0, images.shape[:2])
         return join_video_images(video, images)  # (B*T, C, H, W)
+
+    def video_norm(self, video: torch.Tensor) -> torch.Tensor:
+        # statistics over (C/G, T, H, W) of each group straight from the frame-major layout: one pass
+        # for the statistics and one fused scale-and-shift, without transposing the video
+        b, t, c, h, w = video.shape
+        x = video.float() if video.dtype in (torch.float16, torch.bfloat16) else video
+        groups = x.unflatten(2, (self.num_groups, c // self.num_groups))  # (B, T, G, C/G, H, W)
+        var, mean = torch.var_mean(groups, dim=(1, 3, 4, 5), correction=0, keepdim=True)  # (B, 1, G, 1, 1, 1)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            weight = self.weight.view(1, 1, self.num_groups, -1, 1, 1).to(scale.dtype)
+            scale = scale * weight  # (B, 1, G, C/G, 1, 1)
+        shift = -mean * scale
+        if self.affine:
+            shift = shift + self.bias.view(1, 1, self.num_groups, -1, 1, 1).to(scale.dtype)
+        return torch.addcmul(shift, groups, scale).view(b, t, c, h, w)
 
 
 def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:
@@ -116,15 +132,17 @@ def apply_partial_rope(x: torch.Tensor, rope_dim: int, theta: float = 10000.0) -
     """Rotate the first `rope_dim` channels of every head by the frame index, in interleaved pairs
     (channels 2i, 2i+1 by angle t * theta^(-2i/rope_dim)); the other channels pass through.
 
-    x: (N, heads, T, head_dim). LaVie shares one 32-dim rotary table between all blocks, so heads of
+    x: (..., T, head_dim). LaVie shares one 32-dim rotary table between all blocks, so heads of
     80 or 160 channels keep most channels unrotated.
     """
     if rope_dim > x.shape[-1]:
         raise ValueError(f"rotary dim {rope_dim} exceeds the head size {x.shape[-1]}")
-    rope = get_1d_rotary_pos_embed(rope_dim, x.shape[2], theta=theta, use_real=True, repeat_interleave_real=True)
-    rope = tuple(r.to(x.device) for r in rope)  # cos, sin: (T, rope_dim)
-    rotated = apply_rotary_emb(x[..., :rope_dim], rope, use_real=True, use_real_unbind_dim=-1, sequence_dim=2)
-    return torch.cat([rotated.to(x.dtype), x[..., rope_dim:]], dim=-1)
+    cos, sin = get_1d_rotary_pos_embed(rope_dim, x.shape[-2], theta=theta, use_real=True, repeat_interleave_real=True)  # (T, rope_dim)
+    rot = x[..., :rope_dim].float()
+    real, imag = rot.unflatten(-1, (-1, 2)).unbind(-1)  # (..., T, rope_dim / 2)
+    turned = torch.stack([-imag, real], dim=-1).flatten(-2)  # each pair (a, b) -> (-b, a)
+    rot = rot * cos.to(x.device) + turned * sin.to(x.device)
+    return torch.cat([rot.to(x.dtype), x[..., rope_dim:]], dim=-1)
 
 
 class TemporalAttention(nn.Module):
@@ -154,17 +172,17 @@ class TemporalAttention(nn.Module):
         self.rel_pos_bias = RelativePositionBias(heads, rel_pos_buckets, rel_pos_max_distance) if rel_pos_buckets else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, T, C) with N = batch * spatial positions; returns the residual update
-        n, t, _ = x.shape
-        q, k, v = (proj(x).view(n, t, self.heads, -1).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))  # (N, h, T, d)
+        # x: (B, T, N, C) with N spatial positions, attended along T; returns the residual update.
+        # Heads go to (B, N, heads, T, d) as views, so the video is never transposed as a whole.
+        q, k, v = (proj(x).unflatten(-1, (self.heads, -1)).permute(0, 2, 3, 1, 4) for proj in (self.to_q, self.to_k, self.to_v))
         if self.rope_dim:
             q = apply_partial_rope(q, self.rope_dim, self.rope_theta)
             k = apply_partial_rope(k, self.rope_dim, self.rope_theta)
         bias = None
         if self.rel_pos_bias is not None:
-            bias = self.rel_pos_bias(t, x.device).to(q.dtype).unsqueeze(0)  # (1, h, T, T)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, h, T, d)
-        y = y.transpose(1, 2).reshape(n, t, -1)  # (N, T, h*d)
+            bias = self.rel_pos_bias(x.shape[1], x.device).to(q.dtype)  # (heads, T, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, N, heads, T, d)
+        y = y.permute(0, 3, 1, 2, 4).flatten(3)  # (B, T, N, heads * d)
         return self.to_out[1](self.to_out[0](y))
 
 
@@ -249,10 +267,7 @@ class SpatioTemporalTransformerBlock(nn.Module):
     def temporal(self, x: torch.Tensor) -> torch.Tensor:
         video, images = split_video_images(x, self.layout)  # (B, Tv, HW, C), (B, Ti, HW, C)
         if video.shape[1] > 0:
-            b, t, hw, c = video.shape
-            seq = video.permute(0, 2, 1, 3).reshape(b * hw, t, c)  # (B*HW, Tv, C)
-            mixed = seq + self.temporal_attn(self.temporal_norm(seq))
-            mixed = mixed.view(b, hw, t, c).permute(0, 2, 1, 3)  # (B, Tv, HW, C)
+            mixed = video + self.temporal_attn(self.temporal_norm(video))  # attention along Tv at every position
             video = self.merge(video, mixed) if self.merge is not None else mixed
         return join_video_images(video, images)  # (B*T, HW, C)
 

@@ -63,14 +63,15 @@ def test_temporal_attention_with_rope_and_bias_against_a_direct_computation():
     attn = TemporalAttention(dim=64, heads=2, head_dim=32, rope_dim=32, rel_pos_buckets=32, rel_pos_max_distance=32)
     for p in attn.parameters():
         torch.nn.init.normal_(p, std=0.3)
-    x = torch.randn(4, 6, 64)
-    q, k, v = (proj(x).view(4, 6, 2, 32).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    x = torch.randn(2, 6, 3, 64)  # (B, T, positions, C)
+    seq = x.transpose(1, 2).reshape(6, 6, 64)  # one sequence over T per (video, position)
+    q, k, v = (proj(seq).view(6, 6, 2, 32).transpose(1, 2) for proj in (attn.to_q, attn.to_k, attn.to_v))
     q, k = apply_partial_rope(q, 32), apply_partial_rope(k, 32)
     offsets = torch.arange(6)[None, :] - torch.arange(6)[:, None]
     table = attn.rel_pos_bias.relative_attention_bias.weight  # (32, heads)
     bias = torch.stack([table[relative_position_bucket(offsets)][..., h] for h in range(2)])  # (heads, T, T)
     scores = (q / math.sqrt(32)) @ k.transpose(-1, -2) + bias
-    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(4, 6, 64)
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 3, 6, 64).transpose(1, 2)  # (B, T, positions, C)
     torch.testing.assert_close(attn(x), attn.to_out[0](y), rtol=1e-5, atol=1e-5)
 
 
