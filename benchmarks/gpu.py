@@ -669,14 +669,15 @@ class GpuCheck:
         cmd += [str(Path(__file__).resolve()), "--worker", kind, "--worker-options", json.dumps(options),
                 "--worker-out", str(out)] + (["--tiny"] if self.tiny else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1" if not self.cuda else os.environ.get("OMP_NUM_THREADS", "4")}
-        # its own process group: at the budget (or a cut run) torchrun and every rank it started go together
+        # its own process group; at the budget (or a cut run) it ends with every rank it started
         self._worker = proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                                start_new_session=True)
         try:
             stdout, stderr = proc.communicate(timeout=max(5.0, budget.left()))
         except subprocess.TimeoutExpired:
             self.kill_worker()
-            proc.communicate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=30)
             raise SectionSkipped(f"{kind} worker did not finish within its budget ({budget.seconds:.0f} s)")
         finally:
             self._worker = None
@@ -686,10 +687,20 @@ class GpuCheck:
         return json.loads(out.read_text())
 
     def kill_worker(self) -> None:
+        """End a running worker and every process under it. torchrun starts each rank in a session
+        of its own, so the ranks are found as descendants before anything is killed."""
+        import psutil
+
         proc = getattr(self, "_worker", None)
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            for child in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     # -- DDP / FSDP through accelerate --
 

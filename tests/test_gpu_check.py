@@ -185,22 +185,45 @@ def test_user_errors_are_one_line_before_any_work(gpu, tmp_path, capsys):
         assert "no CUDA device; run with --tiny" in capsys.readouterr().err
 
 
-def test_a_worker_past_its_budget_is_ended_with_every_process_it_started(gpu, tmp_path):
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+        except OSError:
+            pass
+    return found
+
+
+def test_an_ended_worker_takes_every_rank_with_it(gpu, tmp_path):
+    """torchrun starts each rank in a session of its own: ending the worker must still end them."""
+    import threading
+
     args = gpu.parse_args(["--tiny", "--out", str(tmp_path)])
     check = gpu.GpuCheck(args, gpu.yaml.safe_load(gpu.CONFIG.read_text()))
+    marker = str(check.scratch / "worker-distributed-ddp.json")
+    outcome = {}
+
+    def run() -> None:
+        try:
+            check.worker("distributed", {"mode": "ddp"}, gpu.Budget(300), nproc=2)
+        except Exception as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
     try:
-        with pytest.raises(gpu.SectionSkipped, match="did not finish within its budget"):
-            check.worker("distributed", {"mode": "ddp"}, gpu.Budget(0), nproc=2)  # torchrun and two ranks, ended at 5 s
-        marker = str(check.scratch / "worker-distributed-ddp.json")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(_processes_with(marker)) < 3:  # torchrun and its two ranks
+            time.sleep(0.1)
+        assert len(_processes_with(marker)) >= 3, "the ranks never started"
+        check.kill_worker()
+        thread.join(60)
+        assert not thread.is_alive()
+        assert "exited with status" in str(outcome.get("error"))
         time.sleep(0.5)
-        left = []
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                if marker in cmdline.read_bytes().decode(errors="replace"):
-                    left.append(cmdline.parent.name)
-            except OSError:
-                pass
-        assert left == []
+        assert _processes_with(marker) == []
     finally:
         check.close()
     assert not check.scratch.exists()
