@@ -24,6 +24,7 @@ demo: setup
 	$(VENV)/bin/lavie-curate run $(DEMO)/raw -c configs/curate.yaml -o $(DEMO)/curated
 	$(VENV)/bin/lavie-curate import webvid $(DEMO)/raw/webvid.csv --root $(DEMO)/raw --probe -o $(DEMO)/webvid
 	$(VENV)/bin/lavie-curate import laion $(DEMO)/raw/laion.parquet -o $(DEMO)/laion
+	rm -rf $(DEMO)/runs  # the demo trains afresh: lavie-train refuses an output_dir holding a run unless --resume
 	$(VENV)/bin/lavie-train --stage base -c configs/train/tiny-base.yaml output_dir=$(DEMO)/runs/base
 	$(VENV)/bin/lavie-train --stage interp -c configs/train/tiny-interp.yaml output_dir=$(DEMO)/runs/interp model.pretrained=$(DEMO)/runs/base/final model.tiny=false
 	$(VENV)/bin/lavie-train --stage vsr -c configs/train/tiny-vsr.yaml output_dir=$(DEMO)/runs/vsr

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lavie.curate.config import CurateConfig, load_config
+from lavie.usage import OneLineParser
 
 EXIT_USAGE = 2
 
@@ -25,7 +26,11 @@ Each command writes Parquet manifests into its output folder and resumes when re
 EPILOG = """\
 exit status: 0 done (unreadable or broken videos become rows with status=error);
 1 an output could not be written (disk full, read-only; finished parts are kept, re-run resumes);
-2 usage or configuration error (a missing folder or model, an unknown config key).
+2 usage or configuration error (a missing folder, config file or model, malformed YAML, an
+  unknown config key), reported in one line before any work starts;
+3 the output folder is in use by another run (the message names it; a crashed run never holds it);
+130 interrupted by SIGINT (Ctrl-C), 143 stopped by SIGTERM: one line, Ray stopped, finished parts
+  kept; re-run to resume.
 """
 
 
@@ -43,8 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lavie-curate", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="lavie-curate", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("samples", help="write reproducible synthetic raw videos with known cuts",
@@ -269,12 +274,34 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lavie.curate import signals
+    from lavie.curate.lock import OutputBusy
+    from lavie.curate.preflight import EXIT_BUSY, check_config_file, locked_output
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    signals.install()
     try:
-        return COMMANDS[args.command](args)
+        check_config_file(getattr(args, "config", None))
+        with locked_output(args):
+            return COMMANDS[args.command](args)
+    except (signals.Interrupted, SystemExit) as exc:
+        if isinstance(exc, SystemExit):
+            if exc.code != signals.signal.SIGTERM:
+                raise
+            # Ray's own SIGTERM handler (sys.exit(15)), live while ray.init runs.
+            exc = signals.Interrupted(signals.signal.SIGTERM)
+        from lavie.curate.runner import shutdown_ray
+
+        shutdown_ray()
+        print(f"lavie-curate {args.command}: stopped by {exc.name}; finished parts are kept, "
+              f"re-run to resume", file=sys.stderr)
+        return exc.exit_status
+    except OutputBusy as exc:
+        print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except UsageError as exc:
         print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -284,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # output unwritable or disk full (OutputError): exit 1, re-run resumes
         print(f"lavie-curate {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    finally:
+        signals.restore()
 
 
 if __name__ == "__main__":

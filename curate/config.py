@@ -113,11 +113,25 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     values: dict = {}
     if path is not None:
         with open(path) as fh:
-            values = yaml.safe_load(fh) or {}
+            try:
+                values = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as exc:  # one line: file, line, column and what is wrong
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+                raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a mapping at the top level")
-    values = apply_overrides(values, overrides or [])
-    return from_dict(cls, values, where=Path(path).name if path else "config")
+    merged = apply_overrides(values, overrides or [])
+    try:
+        return from_dict(cls, merged, where=Path(path).name if path else "config")
+    except ValueError:
+        if overrides:
+            # A mistake on the command line is named as typed there, not blamed on the file.
+            try:
+                from_dict(cls, apply_overrides({}, overrides), where="override")
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("key override.", "key ").replace("override.", "")) from None
+        raise
 
 
 def save_config(config: Any, path: str | os.PathLike) -> None:

@@ -209,7 +209,8 @@ def import_webvid(
         raise ValueError(
             f"{csv_path} has no 'path' column: pass video_root (videos at "
             "<video_root>/<page_dir>/<videoid>.mp4) or add a 'path' column")
-    root = Path(video_root) if video_root is not None else csv_path.parent
+    # Absolute: a manifest's relative paths are relative to its own folder (lavie.curate.paths).
+    root = (Path(video_root) if video_root is not None else csv_path.parent).absolute()
 
     tables = []
     for batch in _csv_batches(csv_path, batch_rows):
@@ -268,7 +269,7 @@ def import_laion(
     col = _pick(source.schema_arrow.names, LAION_FIELDS)
     if col["path"] is None:
         raise ValueError(f"{parquet_path} has no local path column; expected one of {LAION_FIELDS['path']}")
-    root = Path(image_root) if image_root is not None else parquet_path.parent
+    root = (Path(image_root) if image_root is not None else parquet_path.parent).absolute()
     wanted = sorted({name for name in col.values() if name})
 
     tables = []

@@ -21,50 +21,17 @@ from tqdm.auto import tqdm
 
 from lavie.curate import filters, runner
 from lavie.curate.config import CurateConfig, save_config
+from lavie.curate.finite import reject_non_finite
+from lavie.curate.sources import plan_scenes
 from lavie.curate.manifest import (
     ORDER_COLUMN,
     STATUS_ERROR,
     PartStore,
     iter_manifest_batches,
-    video_id_for,
 )
 
 SUMMARY_FILE = "summary.json"
 log = logging.getLogger(__name__)
-
-
-def discover(raw_dir: str | os.PathLike, extensions: list[str], skip: list[Path] | None = None) -> list[Path]:
-    """Video files under `raw_dir` (recursive, sorted), hidden files and `skip` folders left out.
-
-    Links are listed as they are, dangling ones too: a link that leads nowhere is an input the
-    run must report, not silently pass over.
-    """
-    raw_dir = Path(raw_dir)
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    skip_resolved = {p.resolve() for p in (skip or [])}
-    found = []
-    for root, dirs, files in os.walk(raw_dir):
-        root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in skip_resolved)
-        for name in files:
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() in exts:
-                found.append(root_path / name)
-    return sorted(found)
-
-
-def category_of(path: Path, raw_dir: Path) -> str | None:
-    """The top folder under the raw directory, for a tree organised as <category>/<video>."""
-    rel = path.relative_to(raw_dir)
-    return rel.parts[0] if len(rel.parts) > 1 else None
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None
 
 
 @dataclass
@@ -104,21 +71,15 @@ def run_scenes(
     clips.drop_parts_except(videos.part_names())
     done = videos.done()
 
-    files = discover(raw_dir, config.input.extensions, skip=[out_dir])
-    todo, seen = [], set()
-    for path in files:
-        vid = video_id_for(path, _size(path))
-        if vid in seen:
-            # A link to a file already listed (the id is that of the resolved file): one row.
-            log.warning("%s is the same file as one already listed; taken once", path)
-            continue
-        seen.add(vid)
-        if vid in done:
-            continue
-        category = category_of(path, raw_dir) if config.input.category_from_folder else None
-        todo.append({"source_path": str(path), "video_id": vid, "category": category})
+    # Sources as found on disk: unreadable ones (link loops, FIFOs, devices, paths too long)
+    # become error rows here, changed ones have their earlier rows replaced (lavie.curate.sources).
+    plan = plan_scenes(raw_dir, out_dir, config.input.extensions, config.input.category_from_folder,
+                       videos, clips)
+    if plan.problems:
+        videos.write(plan.problems, f"part-{uuid.uuid4().hex}")
+    todo = plan.todo
     todo_ids = {r["video_id"] for r in todo}
-    skipped = len(seen) - len(todo)
+    skipped = plan.done
 
     # 2. Run the scenes stage over the videos still to do: one actor per CPU of the Ray this
     #    run is on (a whole cluster, when it joined one), unless `workers` says otherwise.
@@ -239,6 +200,8 @@ def run_clip_stages(
             bar.update(chunk.num_rows - todo.num_rows)
             if todo.num_rows == 0:
                 continue
+            if any(spec.name == "filter" for spec in specs):
+                todo = reject_non_finite(todo)  # NaN / inf, told apart from nulls while still Arrow
             written: set[str] = set()
             if specs:
                 runner.init_ray(config.distribution.ray_address, num_cpus=config.distribution.workers)

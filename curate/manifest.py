@@ -19,6 +19,8 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lavie.curate.paths import resolve_paths, with_root
+
 SCHEMA_VERSION = 1
 SCHEMA_VERSION_KEY = b"lavie.schema_version"
 TABLE_KEY = b"lavie.table"
@@ -314,6 +316,7 @@ def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[s
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise ManifestError(f"{f} could not be read: {_one_line(exc)}") from None
         check_values(tbl, table, where=str(f))
+        tbl = resolve_paths(tbl, f)
         parts.append(conform(tbl, table) if columns is None else tbl)
     return pa.concat_tables(parts, promote_options="permissive")
 
@@ -328,9 +331,11 @@ def iter_manifest_batches(
     """
     for f in manifest_files(path, table):
         try:
-            batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
-            for batch in batches:
+            pf = pq.ParquetFile(f)
+            meta = pf.schema_arrow.metadata or {}
+            for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
                 check_values(batch, table, where=str(f))
+                batch = resolve_paths(batch, f, meta)
                 if columns is None:
                     yield from conform(pa.Table.from_batches([batch]), table).to_batches()
                 else:
@@ -346,8 +351,8 @@ def write_part(rows: list[dict] | pa.Table, out_dir: str | os.PathLike, table: s
     OutputError naming the file and the cause.
     """
     out_dir = Path(out_dir)
-    tbl = conform(rows, table)
     final = out_dir / f"{name}.parquet"
+    tbl = with_root(conform(rows, table), final)  # the folder paths are measured from (lavie.curate.paths)
     tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp"
     with _atomic_output(final, tmp):
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -395,7 +400,7 @@ def dedupe(tbl: pa.Table, key: str) -> pa.Table:
     last = {k: i for i, k in enumerate(keys)}
     if len(last) == len(keys):
         return tbl
-    return tbl.take(sorted(last.values()))
+    return tbl.take(pa.array(sorted(last.values()), pa.int64()))
 
 
 ORDER_COLUMN = "_order"  # input row index, carried through stages so outputs keep input order
@@ -487,8 +492,8 @@ class PartStore:
                 known = fields.get(field.name)
                 if known is None or pa.types.is_null(known):
                     fields[field.name] = declared_type(field.name) or field.type
-        return pa.schema([pa.field(name, typ) for name, typ in fields.items()],
-                         metadata=conform([], self.table).schema.metadata)
+        return with_root(pa.schema([pa.field(name, typ) for name, typ in fields.items()],
+                                   metadata=conform([], self.table).schema.metadata), self.manifest_path)
 
     def _write_consolidated(self, files: list[Path], tmp: Path) -> int:
         seen: set[str] = set()
@@ -504,7 +509,9 @@ class PartStore:
                 fresh = [i for i, k in enumerate(keys) if k not in seen]
                 seen.update(keys)
                 if len(fresh) != len(keys):
-                    tbl = tbl.take(fresh)
+                    # Typed indices: a duplicated part leaves none, and an untyped empty list
+                    # has no `take` kernel.
+                    tbl = tbl.take(pa.array(fresh, pa.int64()))
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, schema)
                 if tbl.schema != schema:
@@ -512,7 +519,7 @@ class PartStore:
                 writer.write_table(tbl)
                 rows += tbl.num_rows
             if writer is None:
-                writer = pq.ParquetWriter(tmp, conform([], self.table).schema)
+                writer = pq.ParquetWriter(tmp, with_root(conform([], self.table).schema, self.manifest_path))
         finally:
             if writer is not None:
                 writer.close()

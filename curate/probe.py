@@ -14,7 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lavie.curate.video import as_fraction, open_video
+from lavie.curate.discover import fs_path, not_regular_reason
+from lavie.curate.video import as_fraction, decode_past_damage, open_video, timestamps_wrap
 
 
 @dataclass
@@ -58,8 +59,12 @@ VFR_TOLERANCE = 0.05
 
 def probe(path: str | os.PathLike) -> Probe:
     """Probe `path`. Never raises for bad input: the reason is in `Probe.error`."""
-    path = Path(path)
     result = Probe(source_path=str(path))
+    path = Path(fs_path(path))  # a manifest path with \xNN escapes names a non-UTF-8 file
+    special = not_regular_reason(path)
+    if special:  # a FIFO, device or socket is never opened: opening one may block forever
+        result.error = special
+        return result
     try:
         result.size_bytes = path.stat().st_size
     except OSError as exc:
@@ -98,26 +103,28 @@ def _probe_streams(path: Path, result: Probe) -> None:
         result.codec = stream.codec_context.name
         result.pix_fmt = stream.codec_context.pix_fmt or (stream.format.name if stream.format else None)
         rate = as_fraction(stream.average_rate) or as_fraction(stream.guessed_rate)
-        base = stream.start_time or 0
 
         # 1. Demux: exact frame count and timestamps, without decoding. Corrupt packets or a
         #    truncated file surface here as errors or as fewer packets than the header promises.
-        pts = []
+        #    Every packet with data is a frame, with a timestamp or not (raw Annex-B streams and
+        #    some negative-start Matroska files carry none on some or all packets).
+        stamps = []
         for packet in container.demux(stream):
-            if packet.size == 0 and packet.pts is None:
+            if packet.size == 0:
                 continue  # flush packet
-            if packet.pts is not None:
-                pts.append(packet.pts)
-            elif packet.dts is not None:
-                pts.append(packet.dts)
-        if not pts:
+            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+        if not stamps:
             raise ValueError("video stream has no frames")
-        if stream.frames and len(pts) < stream.frames:
-            raise ValueError(f"truncated: {len(pts)} of {stream.frames} frames present")
-        pts.sort()
-        times = (np.asarray(pts, dtype=np.float64) - base) * float(stream.time_base)
-        result.frame_pts_s = times.tolist()
-        result.num_frames = len(pts)
+        if stream.frames and len(stamps) < stream.frames:
+            raise ValueError(f"truncated: {len(stamps)} of {stream.frames} frames present")
+        result.num_frames = len(stamps)
+        known = np.asarray([t for t in stamps if t is not None], dtype=np.int64)
+        timed = len(known) == len(stamps) and not timestamps_wrap(known)
+        if timed:
+            base = int(known.min())  # the first frame is at 0 s, whatever the container's offset
+            times = (np.sort(known) - base).astype(np.float64) * float(stream.time_base)
+        else:
+            times = None  # filled from the frame rate below
 
         # 2. Decode the first frame: the stream must really decode, and rotation lives in its
         #    display matrix.
@@ -131,7 +138,9 @@ def _probe_streams(path: Path, result: Probe) -> None:
         result.rotation, result.width, result.height = rotation, w, h
 
         # 3. Frame rate and duration; variable frame rate from the spread of frame durations.
-        deltas = np.diff(times)
+        #    The duration is that of the frames themselves (a header's figure may include a start
+        #    offset, or stop before the stream does), so it always agrees with num_frames / fps.
+        deltas = np.diff(times) if times is not None else np.zeros(0)
         deltas = deltas[deltas > 0]
         if len(deltas) >= 2:
             median = float(np.median(deltas))
@@ -145,14 +154,12 @@ def _probe_streams(path: Path, result: Probe) -> None:
             raise ValueError("frame rate unknown")
         result.fps_num, result.fps_den = rate.numerator, rate.denominator
         result.fps = float(rate)
-        if stream.duration is not None:
-            result.duration_s = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            result.duration_s = container.duration / av.time_base
-        else:
-            result.duration_s = float(times[-1]) + 1.0 / float(rate)
+        if times is None:
+            times = np.arange(result.num_frames, dtype=np.float64) / result.fps
+        result.frame_pts_s = times.tolist()
+        result.duration_s = result.num_frames / result.fps
         if result.vfr:
-            # The header's duration is that of the timestamps; keep it, and fps is the average.
+            # Timestamps say how long it plays; fps is the average.
             span = float(times[-1] - times[0]) + float(np.median(deltas))
             result.duration_s = span
             result.fps = result.num_frames / span if span > 0 else result.fps
@@ -163,7 +170,7 @@ def _probe_streams(path: Path, result: Probe) -> None:
 def _first_frame(path: Path):
     container, stream = open_video(path, threads=False)
     try:
-        for frame in container.decode(stream):
+        for frame in decode_past_damage(container, stream):  # the first frame that decodes
             return frame
     except av.error.FFmpegError as exc:
         raise ValueError(f"no frame could be decoded: {_ffmpeg_reason(exc)}") from None

@@ -282,7 +282,18 @@ def _series(stats: list[dict], key: str) -> tuple[list[str], list[list[float]], 
 
 
 def render_chart(stats: list[dict], chart: Chart) -> bytes:
-    """One grouped bar chart (one colour per manifest) as PNG bytes."""
+    """One grouped bar chart (one colour per manifest) as PNG bytes.
+
+    Labels and names are user text (categories, folder names): never parsed as mathtext, so a
+    `$$` in a category is drawn as it is written.
+    """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _render_chart(stats, chart)
+
+
+def _render_chart(stats: list[dict], chart: Chart) -> bytes:
     from matplotlib.figure import Figure  # Agg canvas, no pyplot state: safe in any process
 
     labels, values, ylabel = _series(stats, chart.key)

@@ -16,9 +16,11 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from lavie.curate import ray_session, signals
 from lavie.curate.registry import get_stage
 
 log = logging.getLogger(__name__)
+_watcher: ray_session.Watcher | None = None  # reaper of the local Ray this process started
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
@@ -36,10 +38,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> str:
                  log_to_driver=False)
         where = f"ray cluster at {address}"
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
-                 logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=True)
+        # A local Ray: loopback only, its workers reaped whatever ends this process, and the
+        # folders of finished local sessions pruned (lavie.curate.ray_session).
+        ray_session.prune_sessions()
+        constants = ray._private.ray_constants
+        cluster_mode, constants.ENABLE_RAY_CLUSTER = constants.ENABLE_RAY_CLUSTER, False
+        try:
+            context = ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                               logging_level=logging.WARNING, log_to_driver=False,
+                               configure_logging=True)
+        finally:
+            constants.ENABLE_RAY_CLUSTER = cluster_mode
+        global _watcher
+        if _watcher is not None:  # a session ended with ray.shutdown() rather than shutdown_ray()
+            _watcher.close()
+        _watcher = ray_session.Watcher(context.address_info["session_dir"])
         where = f"local ray ({int(ray.cluster_resources().get('CPU', 0))} CPUs)"
+    signals.reinstall()  # ray.init replaces the SIGTERM handler
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the CLI draws one bar per stage, in rows
     ctx.print_on_execution_start = False
@@ -57,8 +72,12 @@ def cluster_cpus() -> int:
 def shutdown_ray() -> None:
     import ray
 
+    global _watcher
     if ray.is_initialized():
         ray.shutdown()
+    if _watcher is not None:
+        _watcher.close()
+        _watcher = None
 
 
 def cuda_available() -> bool:

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
+from lavie.curate.discover import fs_path
 from lavie.curate.manifest import STATUS_ERROR, STATUS_OK, clip_id_for
 from lavie.curate.probe import Probe, probe
 from lavie.curate.registry import register_stage
-from lavie.curate.video import ffmpeg_exe, iter_frames, prefetch, scaled_size
+from lavie.curate.video import DecodeDamage, encode_pix_fmt, ffmpeg_exe, ffmpeg_failure, iter_frames, prefetch, scaled_size
 
 DETECTORS = ("adaptive", "content")
 CUT_MODES = ("reencode", "copy", "virtual")
@@ -61,13 +62,14 @@ class DetectConfig:
         )
 
 
-def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig) -> tuple[list[int], int]:
+def detect_cuts(path: str | os.PathLike, fps: Fraction, width: int, height: int, config: DetectConfig,
+                damage: DecodeDamage | None = None) -> tuple[list[int], int]:
     """Frame indices where a new scene starts (0 excluded), and the number of frames decoded."""
     detector = config.build()
     size = scaled_size(width, height, config.downscale_width)
     cuts: list[int] = []
     last = -1
-    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode))
+    frames = prefetch(iter_frames(path, size=size, fmt="bgr24", fast=config.fast_decode, damage=damage))
     for index, bgr in frames:
         for tc in detector.process_frame(FrameTimecode(index, fps), bgr):
             cuts.append(tc.frame_num)
@@ -112,6 +114,7 @@ def cut_clips(
     crf: int = 18,
     preset: str = "veryfast",
     fps: Fraction | None = None,
+    size: tuple[int, int] | None = None,
 ) -> None:
     """Write one clip file per frame range, each file appearing whole or not at all.
 
@@ -126,11 +129,12 @@ def cut_clips(
         raise ValueError("cutting clips needs the source fps")
     if not ranges:
         return
+    source = fs_path(source)  # the name on disk of a manifest path
     tmp_dir = out_paths[0].parent / f".cut-{uuid.uuid4().hex}"
     tmp_dir.mkdir(parents=True)
     try:
         if mode == "reencode":
-            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps)
+            _cut_reencode(source, ranges, tmp_dir, crf, preset, fps, encode_pix_fmt(*(size or (None, None))))
         else:
             _cut_copy(source, ranges, tmp_dir, fps)
         for i, final in enumerate(out_paths):
@@ -143,11 +147,11 @@ def cut_clips(
 def _run_ffmpeg(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-3:]
-        raise RuntimeError(f"ffmpeg exited {proc.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(ffmpeg_failure(proc.returncode, proc.stderr))
 
 
-def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction) -> None:
+def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fraction,
+                  pix_fmt: str = "yuv420p") -> None:
     # Keep only frames that belong to some clip (short scenes between clips are skipped), and
     # number the kept frames so that segment boundaries fall on clip starts.
     keep = "+".join(f"between(n\\,{a}\\,{b - 1})" for a, b in ranges)
@@ -164,7 +168,7 @@ def _cut_reencode(source, ranges, tmp_dir: Path, crf: int, preset: str, fps: Fra
         # variable-frame-rate source: a clip holds exactly its frames.
         "-vf", f"select='{keep}',setpts=N*{fps.denominator}/({fps.numerator}*TB)",
         "-r", f"{fps.numerator}/{fps.denominator}", "-fps_mode", "cfr", "-frames:v", str(total),
-        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", pix_fmt,
         "-force_key_frames", f"expr:{force}",
         "-f", "segment", "-reset_timestamps", "1", "-segment_format", "mp4",
     ]
@@ -236,19 +240,21 @@ class ScenesStage:
         if not info.ok:
             row.update(status=STATUS_ERROR, error=info.error)
             return row
+        damage = DecodeDamage()  # corrupt stretches are decoded past, and recorded
         try:
-            clips = self._clips(info, video_id, category)
+            clips = self._clips(info, video_id, category, damage)
         except Exception as exc:  # bad input is data: the row says why, the run goes on
-            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}")
+            row.update(status=STATUS_ERROR, error=f"scene split failed: {exc}", **damage.summary(info.num_frames))
             return row
+        row.update(damage.summary(info.num_frames))
         row["num_scenes"] = len({c.pop("_scene") for c in clips}) if clips else 0
         row["num_clips"] = sum(1 for c in clips if c["keep"])
         row["clips_json"] = json.dumps(clips)
         return row
 
-    def _clips(self, info: Probe, video_id: str, category: str | None) -> list[dict]:
+    def _clips(self, info: Probe, video_id: str, category: str | None, damage: DecodeDamage | None = None) -> list[dict]:
         fps = Fraction(info.fps_num, info.fps_den)
-        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect)
+        cuts, decoded = detect_cuts(info.source_path, fps, info.width, info.height, self.detect, damage)
         num_frames = min(info.num_frames, decoded) if decoded else info.num_frames
         scenes = scenes_from_cuts(cuts, num_frames)
         pieces = split_long(scenes, info.fps, self.max_seconds)
@@ -271,13 +277,17 @@ class ScenesStage:
         kept = [c for c in clips if c["keep"]]
         # A killed run may have left some of this video's clips: start its folder afresh.
         shutil.rmtree(self.clips_dir / video_id, ignore_errors=True)
-        if self.cut != "virtual" and kept:
+        # Frame indices count decoded frames. Past a corrupt stretch a seek (which counts by
+        # timestamp) would disagree, so a damaged source's clips are always cut to files.
+        cut = "reencode" if self.cut == "virtual" and damage is not None and damage.packets else self.cut
+        if cut != "virtual" and kept:
             # The clip files of one video live in their own folder, named by clip id.
             paths = [self.clips_dir / video_id / f"{c['clip_id']}.mp4" for c in kept]
             cut_clips(info.source_path, [(c["start_frame"], c["end_frame"]) for c in kept], paths,
-                      mode=self.cut, crf=self.crf, preset=self.preset, fps=fps)
+                      mode=cut, crf=self.crf, preset=self.preset, fps=fps,
+                      size=(info.width, info.height))
             for c, p in zip(kept, paths):
                 c["clip_path"] = str(p)
-                if self.cut == "reencode":
+                if cut == "reencode":
                     c["codec"] = "h264"
         return clips

@@ -8,7 +8,9 @@ Decoding goes through PyAV (FFmpeg's libraries in-process); cutting and encoding
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import re
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Iterator
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from lavie.curate.discover import fs_path, not_regular_reason
 
 
 @functools.lru_cache(maxsize=1)
@@ -35,6 +39,32 @@ def ffmpeg_exe() -> str:
             "ffmpeg not found: install it on PATH, set LAVIE_FFMPEG, or pip install imageio-ffmpeg"
         ) from None
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+# Words that mark the line of an ffmpeg log naming why it failed; the lines after it are
+# consequences ("Error while opening encoder", "Nothing was written", "Invalid argument").
+_CAUSE = re.compile(r"error|invalid|not divisible|unsupported|not supported|failed|cannot|could not|"
+                    r"no such|denied|unknown|incorrect|too (?:large|small|many)|out of", re.I)
+
+
+def ffmpeg_failure(returncode: int, stderr: str) -> str:
+    """One line for a failed ffmpeg run: its status, the first line naming a cause, the last line."""
+    lines = [re.sub(r" @ 0x[0-9a-f]+", "", line).strip() for line in (stderr or "").splitlines()]
+    lines = [line for line in lines if line]
+    cause = next((line for line in lines if _CAUSE.search(line)), None)
+    shown = [line for line in (cause, lines[-1] if lines else None) if line]
+    return f"ffmpeg exited {returncode}: " + (" | ".join(dict.fromkeys(shown)) or "no message")
+
+
+def encode_pix_fmt(width: int | None, height: int | None) -> str:
+    """Pixel format for an H.264 clip of this size: 4:2:0 where libx264 takes it, else 4:4:4.
+
+    4:2:0 halves the chroma planes, so libx264 refuses odd sizes ("width not divisible by 2");
+    4:4:4 keeps every pixel of an odd-sized source (1919x1079, 321x241) instead of cropping one.
+    """
+    if width and height and (width % 2 or height % 2):
+        return "yuv444p"
+    return "yuv420p"
 
 
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -56,8 +86,16 @@ FAST_DECODE = {"skip_loop_filter": "all"}
 def open_video(
     path: str | os.PathLike, threads: bool = True, fast: bool = False
 ) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
-    """Open a file's first video stream for decoding; raises ValueError when it has none."""
-    container = av.open(str(path), metadata_errors="ignore")
+    """Open a file's first video stream for decoding; raises ValueError when it has none.
+
+    A path that is not a regular file (FIFO, device, socket) is a ValueError before anything
+    opens it, so a reader never blocks on it; manifest paths go through `fs_path` first.
+    """
+    path = fs_path(path)
+    special = not_regular_reason(path)
+    if special:
+        raise ValueError(special)
+    container = av.open(path, metadata_errors="ignore")
     if not container.streams.video:
         container.close()
         raise ValueError("no video stream (audio-only or not a video file)")
@@ -79,6 +117,7 @@ def iter_frames(
     seek: bool = True,
     fast: bool = False,
     only: set[int] | None = None,
+    damage: DecodeDamage | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield `(frame_index, image)` for frames `[start_frame, end_frame)` in decode order.
 
@@ -91,62 +130,168 @@ def iter_frames(
     frame's index.
     `fast` decodes for analysis only (see FAST_DECODE). With `only`, frames outside that set
     are decoded (they must be, for prediction) but neither converted nor yielded.
+    Decoding goes on past corrupt packets (`decode_past_damage`); `damage` counts them.
     """
-    timeline = frame_timeline(path) if seek and start_frame > 0 else None
+    timeline = seek_timeline(path) if seek and start_frame > 0 else None
     if timeline is not None and len(timeline) <= start_frame:
         return
+    if timeline is not None:
+        # Seek to the key frame at or before a frame a little ahead of the target, found by its
+        # own timestamp (exact also for variable frame rate). Some demuxers (MPEG program and
+        # transport streams) seek by bytes and may land after the target: then seek further
+        # back, and in the end decode from the start. A decoded frame whose timestamp is not
+        # in the timeline (wrapped or missing timestamps) also means: decode from the start.
+        back = 2
+        while back < 4 * max(start_frame, 1):
+            frames = _frames_after_seek(path, timeline, max(0, start_frame - back), start_frame, fast)
+            first = next(frames, None)
+            if first is not None and first[0] is not None and first[0] <= start_frame:
+                yield from _select(path, itertools.chain([first], frames), size, fmt, start_frame, end_frame, only)
+                return
+            frames.close()
+            if first is not None and first[0] is None:
+                break  # timestamps that do not match the timeline: no seek is trustworthy
+            back *= 4
+    yield from _select(path, _decode_all(path, fast, damage), size, fmt, start_frame, end_frame, only)
+
+
+class DecodeDamage:
+    """What a decode that went on past corrupt data met: rejected packets, decoded frames."""
+
+    def __init__(self):
+        self.packets = 0  # packets the decoder rejected
+        self.frames = 0  # frames decoded
+        self.first_error: str | None = None
+
+    def rejected(self, exc: Exception) -> None:
+        self.packets += 1
+        if self.first_error is None:
+            self.first_error = (getattr(exc, "strerror", None) or str(exc)).split(": '")[0]
+
+    def summary(self, num_frames: int | None) -> dict:
+        """The `videos` columns that record the damage (nothing when there was none)."""
+        if not self.packets:
+            return {}
+        lost = max(0, (num_frames or 0) - self.frames) or self.packets
+        return {"undecodable_frames": lost,
+                "warnings": f"{lost} of {num_frames} frames could not be decoded ({self.first_error}); "
+                            f"the frames that decode were used"}
+
+
+def decode_past_damage(container, stream, damage: DecodeDamage | None = None):
+    """Decoded frames of `stream`, packet by packet, going on past packets the decoder rejects.
+
+    A corrupt stretch in the middle costs the frames it holds (as a straight `ffmpeg` decode
+    would), not the whole video; `damage` counts what was lost.
+    """
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError as exc:
+            if damage is not None:
+                damage.rejected(exc)
+            continue
+        for frame in frames:
+            if damage is not None:
+                damage.frames += 1
+            yield frame
+
+
+def _decode_all(path, fast: bool, damage: DecodeDamage | None = None):
+    """Every frame from the start, indexed by decode order: what a straight decode gives."""
     container, stream = open_video(path, fast=fast)
-    scaler = VideoReformatter()
     try:
-        index = 0
-        if timeline is not None:
-            # Seek to the key frame at or before a frame a little ahead of the target (by its
-            # own timestamp, exact also for variable frame rate), then find each decoded
-            # frame's index by its timestamp in the stream's sorted presentation times.
-            container.seek(int(timeline[max(0, start_frame - 2)]), stream=stream, backward=True, any_frame=False)
-            index = None
-        for frame in container.decode(stream):
+        for index, frame in enumerate(decode_past_damage(container, stream, damage)):
+            yield index, frame
+    finally:
+        container.close()
+
+
+def _frames_after_seek(path, timeline: np.ndarray, seek_frame: int, start_frame: int, fast: bool):
+    """Frames after a seek to `seek_frame`'s timestamp, indexed by their timestamp in `timeline`.
+
+    Yields `(None, frame)` once and stops when the first frame's timestamp is not in the timeline.
+    """
+    container, stream = open_video(path, fast=fast)
+    try:
+        try:
+            container.seek(int(timeline[seek_frame]), stream=stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            yield None, None  # the demuxer cannot seek there
+            return
+        index = None
+        for frame in decode_past_damage(container, stream):
             if index is None:
-                if frame.pts is None:
-                    raise ValueError(f"{path}: frames carry no timestamps, cannot seek; decode with seek=False")
-                index = int(np.searchsorted(timeline, frame.pts))
-            if end_frame is not None and index >= end_frame:
-                break
-            if index >= start_frame and (only is None or index in only):
-                # The display matrix says how a player turns the picture (counter-clockwise
-                # degrees); frames come out as displayed, `size` being the displayed size.
-                turns = int(round(frame.rotation or 0)) // 90 % 4
-                w, h = size if size else (None, None)
-                if turns % 2 and size:
-                    w, h = h, w
-                # One reformatter for the whole stream: its scaler is set up once, not per frame.
-                img = scaler.reformat(frame, width=w, height=h, format=fmt).to_ndarray()
-                if turns:
-                    img = np.ascontiguousarray(np.rot90(img, turns))
-                yield index, img
+                pos = int(np.searchsorted(timeline, frame.pts)) if frame.pts is not None else len(timeline)
+                if pos >= len(timeline) or timeline[pos] != frame.pts:
+                    yield None, frame
+                    return
+                index = pos
+            yield index, frame
             index += 1
     finally:
         container.close()
 
 
+def _select(path, frames, size, fmt: str, start_frame: int, end_frame: int | None, only: set[int] | None):
+    """Convert and scale the wanted frames of an `(index, frame)` stream."""
+    scaler = VideoReformatter()
+    for index, frame in frames:
+        if end_frame is not None and index >= end_frame:
+            break
+        if index >= start_frame and (only is None or index in only):
+            # The display matrix says how a player turns the picture (counter-clockwise
+            # degrees); frames come out as displayed, `size` being the displayed size.
+            turns = int(round(frame.rotation or 0)) // 90 % 4
+            w, h = size if size else (None, None)
+            if turns % 2 and size:
+                w, h = h, w
+            # One reformatter for the whole stream: its scaler is set up once, not per frame.
+            img = scaler.reformat(frame, width=w, height=h, format=fmt).to_ndarray()
+            if turns:
+                img = np.ascontiguousarray(np.rot90(img, turns))
+            yield index, img
+
+
 @functools.lru_cache(maxsize=512)
-def _timeline(path: str, size: int, mtime_ns: int) -> np.ndarray:
+def _timeline(path: str, size: int, mtime_ns: int) -> tuple[np.ndarray, bool]:
     container, stream = open_video(path, threads=False)
     try:
-        pts = [p.pts if p.pts is not None else p.dts for p in container.demux(stream) if p.size]
+        stamps = [p.pts for p in container.demux(stream) if p.size]
     finally:
         container.close()
-    return np.sort(np.asarray([t for t in pts if t is not None], dtype=np.int64))
+    known = np.asarray([t for t in stamps if t is not None], dtype=np.int64)
+    timeline = np.sort(known)
+    # Seeking by timestamp needs one distinct timestamp per frame, on one clock that does not
+    # wrap (an MPEG-TS clock wraps at 2^33 ticks: a drop of many hours in demux order).
+    seekable = (len(known) == len(stamps) and len(timeline) > 0 and bool(np.all(np.diff(timeline) > 0))
+                and not timestamps_wrap(known))
+    return timeline, seekable
+
+
+def timestamps_wrap(pts_in_demux_order: np.ndarray) -> bool:
+    """Whether a stream's timestamps wrap around (drop by far more than frame reordering does)."""
+    return bool(len(pts_in_demux_order) > 1 and np.any(np.diff(pts_in_demux_order) < -(1 << 30)))
 
 
 def frame_timeline(path: str | os.PathLike) -> np.ndarray:
     """Sorted presentation timestamps of a file's video frames (stream time base): frame i's pts.
 
     Read by demuxing only (no decoding) and cached per file version, so a loader that reads many
-    clips of one source demuxes it once.
+    clips of one source demuxes it once. Frames without a timestamp are left out.
     """
+    path = fs_path(path)
     st = os.stat(path)
-    return _timeline(str(path), st.st_size, st.st_mtime_ns)
+    return _timeline(path, st.st_size, st.st_mtime_ns)[0]
+
+
+def seek_timeline(path: str | os.PathLike) -> np.ndarray | None:
+    """The timeline when seeking by it is sound, else None (frames without or with repeated
+    timestamps: raw Annex-B streams, some negative-start Matroska files): decode from the start."""
+    path = fs_path(path)
+    st = os.stat(path)
+    timeline, seekable = _timeline(path, st.st_size, st.st_mtime_ns)
+    return timeline if seekable else None
 
 
 def read_frames(

@@ -6,13 +6,26 @@
 - `write_mp4`, `write_grid`: output through PyAV and PIL. CLI: `lavie-sample` (`lavie.pipelines.cli`).
 """
 
-from .cascade import CascadeOptions, CascadePipeline
-from .interpolation import InterpolationPipeline
-from .loading import ModelFolderError, load_stage, load_unet, resolve_model_dir
-from .stage import SCHEDULERS, StagePipeline, make_scheduler
-from .super_resolution import VideoSuperResolutionPipeline, frame_windows
-from .text_to_video import TextToVideoPipeline
-from .video_io import to_uint8_frames, write_grid, write_mp4
+# Imported on first use (PEP 562): `lavie-sample --help` and the argument checks answer without
+# loading torch, diffusers and transformers.
+_EXPORTS = {
+    "CascadeOptions": "cascade", "CascadePipeline": "cascade",
+    "InterpolationPipeline": "interpolation",
+    "ModelFolderError": "loading", "load_stage": "loading", "load_unet": "loading", "resolve_model_dir": "loading",
+    "SCHEDULERS": "stage", "StagePipeline": "stage", "make_scheduler": "stage",
+    "VideoSuperResolutionPipeline": "super_resolution", "frame_windows": "super_resolution",
+    "TextToVideoPipeline": "text_to_video",
+    "to_uint8_frames": "video_io", "write_grid": "video_io", "write_mp4": "video_io",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CascadeOptions",

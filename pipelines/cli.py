@@ -4,12 +4,13 @@ import argparse
 import logging
 import sys
 
-import torch
+from lavie.usage import OneLineParser, one_line, usage_error
 
-from .cascade import CascadeOptions, CascadePipeline
-from .loading import ModelFolderError, load_stage
-from .stage import SCHEDULERS
-from .video_io import to_uint8_frames, write_grid, write_mp4
+from .preflight import preflight
+
+# The samplers --scheduler offers (pipelines.stage.SCHEDULERS), listed here so that --help
+# answers without importing torch and diffusers; a test keeps the two lists equal.
+SCHEDULER_NAMES = ("ddim", "dpm++", "euler")
 
 DESCRIPTION = """\
 Sample a video from a prompt with LaVie's cascade: the base model makes key frames (16 by
@@ -28,8 +29,17 @@ Tiny random folders for a CPU try-out: python -c "from lavie.model.tiny import b
 """
 
 
+EPILOG = """\
+exit status: 0 the video was written; 1 it could not be written after sampling (disk full,
+folder removed meanwhile), the path and cause named; 2 usage error, in one line before any model
+is loaded: a bad flag or value, a missing model folder, an output path that cannot be written;
+130 stopped by SIGINT (Ctrl-C) while sampling.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lavie-sample", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="lavie-sample", description=DESCRIPTION, epilog=EPILOG,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("prompt", help="text prompt")
     p.add_argument("--base", required=True, metavar="DIR", help="base text-to-video model folder or hub id")
     p.add_argument("--interp", metavar="DIR", help="temporal interpolation model folder or hub id (16 -> 61 frames)")
@@ -44,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interp-steps", type=int, help="denoising steps of the interpolation stage (default --steps)")
     p.add_argument("--vsr-steps", type=int, help="denoising steps of the super-resolution stage (default --steps)")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale; <= 1 disables it (default 7.5)")
-    p.add_argument("--scheduler", choices=sorted(SCHEDULERS), help="sampler over each folder's noise schedule (default: the folder's own scheduler)")
+    p.add_argument("--scheduler", choices=sorted(SCHEDULER_NAMES), help="sampler over each folder's noise schedule (default: the folder's own scheduler)")
     p.add_argument("--noise-level", type=int, default=50, help="noise added to the low-resolution frames before super-resolution (default 50)")
     p.add_argument("--vsr-window", type=int, default=8, help="frames per super-resolution window (default 8)")
     p.add_argument("--vsr-overlap", type=int, default=2, help="frames shared by neighbouring windows (default 2)")
@@ -53,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-guidance", type=float, default=1.0, help="context guidance scale for long videos (default 1.0)")
     p.add_argument("--fps", type=int, default=8, help="frame rate of the base video; interpolation multiplies it by 4 (default 8)")
     p.add_argument("--seed", type=int, help="seed: the same seed and settings give the same video")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device (default: cuda when present)")
+    p.add_argument("--device", default=None, help="device (default: cuda when present, else cpu)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="model dtype (default float32)")
     p.add_argument("--cpu-offload", action="store_true", help="keep models in CPU memory, moving each to --device only while it runs")
     p.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time to save memory")
@@ -64,14 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        preflight(args)  # paths and numbers, before torch loads and before any model is built
+    except ValueError as err:
+        usage_error("lavie-sample", err)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from .cascade import CascadeOptions, CascadePipeline
+    from .loading import ModelFolderError, load_stage
+    from .video_io import to_uint8_frames, write_grid, write_mp4
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.cpu_offload and torch.device(args.device).type == "cpu":
         parser.error("--cpu-offload moves models to an accelerator while they run; pass --device cuda")
 
     try:
         stages = {name: load_stage(spec, name) for name, spec in (("base", args.base), ("interp", args.interp), ("vsr", args.vsr)) if spec}
-    except (ModelFolderError, ValueError) as err:
-        parser.error(str(err))
+    except (ModelFolderError, ValueError, OSError) as err:
+        usage_error("lavie-sample", err)
     dtype = getattr(torch, args.dtype)
     for stage in stages.values():
         if args.scheduler:
@@ -95,15 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         video = cascade(args.prompt, options)  # (1, 3, T, H, W)
     except ValueError as err:
-        parser.error(str(err))
+        usage_error("lavie-sample", err)
+    except KeyboardInterrupt:
+        print("lavie-sample: stopped by SIGINT before the video was written", file=sys.stderr)
+        return 130
 
     frames = to_uint8_frames(video[0])  # (T, H, W, 3)
     fps = args.fps * (options.interp_factor if "interp" in stages else 1)
-    write_mp4(frames, args.output, fps=fps)
-    print(f"wrote {args.output}: {frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps} fps")
-    if args.grid:
-        write_grid(frames, args.grid)
-        print(f"wrote {args.grid}")
+    target = args.output
+    try:
+        write_mp4(frames, args.output, fps=fps)
+        print(f"wrote {args.output}: {frames.shape[0]} frames, {frames.shape[2]}x{frames.shape[1]}, {fps} fps")
+        if args.grid:
+            target = args.grid
+            write_grid(frames, args.grid)
+            print(f"wrote {args.grid}")
+    except OSError as err:  # the disk filled up or the folder went away while sampling
+        print(f"lavie-sample: error: cannot write {target}: {one_line(err.strerror or err)}", file=sys.stderr)
+        return 1
     return 0
 
 

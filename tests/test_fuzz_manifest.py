@@ -54,6 +54,7 @@ def clip_rows(draw, n: int) -> pa.Table:
             "error": draw(st.none() | text), "keep": draw(st.none() | st.booleans()),
             "reject_reason": draw(st.none() | text), "aesthetic": draw(st.none() | number),
             "caption": draw(st.none() | text), "caption_words": draw(st.none() | st.integers(0, 2**31 - 1)),
+            "category_score": draw(st.none() | number),
         })
     return conform(rows, "clips") if rows else conform([], "clips").append_column("caption", pa.array([], pa.string()))
 

@@ -7,7 +7,18 @@ import logging
 import sys
 import textwrap
 
+from lavie.usage import OneLineParser, one_line, usage_error
+
 from .config import STAGES, describe_keys, load_train_config
+from .preflight import preflight
+
+EXIT_STATUS = """\
+exit status: 0 trained (or stopped by SIGTERM with a checkpoint written);
+2 usage or configuration error, in one line before any model is built: an unknown key (named as
+  given, on the command line or in the file), malformed YAML, a missing or uncaptioned manifest,
+  model.tiny together with model.pretrained, an output_dir that already holds a run without --resume;
+3 stopped after too many non-finite losses in a row (a checkpoint is written; --resume latest).
+"""
 
 DESCRIPTION = """\
 Train one stage of LaVie's cascade on clips manifests (LaVie §3, App. C):
@@ -30,8 +41,8 @@ SIGTERM (preemption) writes a checkpoint and exits 0; continue with --resume lat
 def build_parser() -> argparse.ArgumentParser:
     keys = "\n".join(f"  {key} (default {default})\n{textwrap.indent(textwrap.fill(help, 90), '      ')}"
                      for key, default, help in describe_keys())
-    p = argparse.ArgumentParser(prog="lavie-train", description=DESCRIPTION, epilog="config keys:\n" + keys,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="lavie-train", description=DESCRIPTION, epilog=EXIT_STATUS + "\nconfig keys:\n" + keys,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, choices=STAGES, help="which model of the cascade to train")
     p.add_argument("-c", "--config", metavar="YAML", help="config file (without it, defaults plus overrides)")
     p.add_argument("--resume", metavar="latest|PATH", help="continue from the run's latest checkpoint or a checkpoint folder")
@@ -46,14 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # its per-file checkpoint lines drown the run's own
     try:
         config = load_train_config(args.config, args.overrides, stage=args.stage)
+        note = preflight(config, args.resume)  # data, model and output folder, before any model is built
     except (ValueError, OSError) as err:
-        parser.error(str(err))
+        usage_error("lavie-train", err)
+    if note:
+        logging.getLogger("lavie.train").info(note)
     from .loop import train  # torch, diffusers and accelerate load only once the arguments are good
 
     try:
         return train(config, resume=args.resume)
     except FileNotFoundError as err:
-        print(f"lavie-train: {err}", file=sys.stderr)
+        print(f"lavie-train: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 
