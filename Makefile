@@ -58,5 +58,13 @@ bench: setup
 	$(PY) benchmarks/dataloader.py
 	$(PY) benchmarks/train_step.py
 
+# One run that qualifies the toolkit on a CUDA machine (benchmarks/gpu.py, under 8 minutes on an
+# H200): table printed and in gpu-check-out/. torchcodec (optional) adds the decoder and NVDEC rows.
+.PHONY: gpu-check
+gpu-check: setup
+	$(PY) -c "import torchcodec" 2>/dev/null || $(PY) -m pip install --quiet --retries 0 --timeout 15 torchcodec \
+	    || echo "torchcodec not installed: its rows will say so"
+	$(PY) benchmarks/gpu.py --out gpu-check-out
+
 clean:
 	rm -rf $(DEMO) .pytest_cache
