@@ -129,13 +129,7 @@ class VideoUNet(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rel_pos_max_distance: int = 32,
     ):
         super().__init__()
-        self._build(dict(
-            unet2d_config=unet2d_config, conditioning=conditioning, temporal_attention=temporal_attention,
-            temporal_position=temporal_position, sparse_causal=sparse_causal, video_norm=video_norm,
-            temporal_conv=temporal_conv, temporal_modules=temporal_modules, alpha_merge=alpha_merge,
-            alpha_init=alpha_init, rope_dim=rope_dim, rope_theta=rope_theta, rel_pos_buckets=rel_pos_buckets,
-            rel_pos_max_distance=rel_pos_max_distance,
-        ))
+        self._build(_constructor_options(locals()))
 
     def _build(self, options: dict) -> None:
         # Not part of __init__ so that a subclass with its own registered config builds the same
@@ -355,13 +349,7 @@ class VideoSRUNet(VideoUNet):
         rel_pos_max_distance: int = 32,
     ):
         ModelMixin.__init__(self)
-        self._build(dict(
-            unet2d_config=unet2d_config, conditioning=conditioning, temporal_attention=temporal_attention,
-            temporal_position=temporal_position, sparse_causal=sparse_causal, video_norm=video_norm,
-            temporal_conv=temporal_conv, temporal_modules=temporal_modules, alpha_merge=alpha_merge,
-            alpha_init=alpha_init, rope_dim=rope_dim, rope_theta=rope_theta, rel_pos_buckets=rel_pos_buckets,
-            rel_pos_max_distance=rel_pos_max_distance,
-        ))
+        self._build(_constructor_options(locals()))
         if self.unet2d.config.num_class_embeds is None and self.unet2d.config.class_embed_type is None:
             raise ValueError("VideoSRUNet needs an upscaler UNet with a noise-level class embedding (num_class_embeds)")
         self.freeze_spatial()
@@ -385,6 +373,11 @@ class VideoSRUNet(VideoUNet):
         noise_level = torch.as_tensor(noise_level, device=sample.device).long()
         noise_level = noise_level.expand(sample.shape[0]) if noise_level.ndim == 0 else noise_level
         return super().forward(x, timestep, encoder_hidden_states, n_images=n_images, class_labels=noise_level, return_dict=return_dict)
+
+
+def _constructor_options(arguments: dict) -> dict:
+    # the constructor's arguments, as `_build` takes them
+    return {k: v for k, v in arguments.items() if k not in ("self", "__class__")}
 
 
 def layout_options(layout: str | None) -> dict:
