@@ -264,7 +264,7 @@ class FilterStage(Stage):
 
         # NaN and infinities are not values to compare: their rows are rejected first, with the
         # column named (lavie.curate.finite); a null, an unknown, passes as every rule lets it.
-        return filter_table(reject_non_finite(batch), self.config)
+        return filter_table(reject_non_finite(batch, frozenset(RULES) | {"finite"}), self.config)
 
 
 def count_words(caption: str) -> int:

@@ -16,8 +16,12 @@ NUMERIC_COLUMNS = ("width", "height", "num_frames", "fps", "start_frame", "end_f
                    "duration_s", "aesthetic", "category_score")
 
 
-def reject_non_finite(table: pa.Table) -> pa.Table:
-    """`table` with keep=false and reject_reason "finite: <column> is <value>" on rows still open."""
+def reject_non_finite(table: pa.Table, rejudged: frozenset[str] = frozenset()) -> pa.Table:
+    """`table` with keep=false and reject_reason "finite: <column> is <value>" on rows still open.
+
+    A row rejected earlier stays as it was, unless its reason's kind is in `rejudged`: the filter
+    judges its own earlier verdicts afresh, so those rows count as open here too.
+    """
     n = table.num_rows
     bad = None
     columns = [c for c in NUMERIC_COLUMNS if c in table.column_names and pa.types.is_floating(table.schema.field(c).type)]
@@ -31,7 +35,8 @@ def reject_non_finite(table: pa.Table) -> pa.Table:
     status = table.column("status").to_pylist() if "status" in table.column_names else [None] * n
     values = {c: table.column(c).to_pylist() for c in columns}
     for i in [i for i, b in enumerate(bad.to_pylist()) if b]:
-        if status[i] == STATUS_ERROR or keep[i] is False:
+        kind = (reason[i] or "").split(":", 1)[0].strip()
+        if status[i] == STATUS_ERROR or (keep[i] is False and kind not in rejudged):
             continue  # already ruled on: the first verdict stands
         column = next(c for c in columns if values[c][i] is not None and values[c][i] != values[c][i]
                       or values[c][i] in (float("inf"), float("-inf")))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lavie.curate.config import CurateConfig
-from lavie.curate.jobs import CHEAP_FILTERS, filter_spec, run_clip_stages
+from lavie.curate.pipeline import run_stages, slice_entries
 from lavie.curate.manifest import conform, read_manifest, write_manifest
 from lavie.curate.report import build_report
 from lavie.curate.video import clip_frames
@@ -35,12 +35,13 @@ def test_filter_rejects_nan_and_infinite_numbers_with_a_reason(tmp_path):
     rows.append({**rows[1], "clip_id": "c4", "keep": False, "reject_reason": "frames: 8 < 16"})
     manifest = write_manifest(conform(rows, "clips"), tmp_path / "in" / "clips.parquet", "clips")
     config = CurateConfig()
-    run_clip_stages(manifest, tmp_path / "out", [filter_spec(config, list(CHEAP_FILTERS))], config, "filter",
-                    progress=False)
+    cheap = [i for i in slice_entries(config, "filter") if config.stages[i].stage == "filter"]  # no model stages
+    run_stages(manifest, tmp_path / "out", config, cheap, "filter", progress=False)
     out = read_manifest(tmp_path / "out").to_pylist()
     assert [r["keep"] for r in out] == [True, False, False, True, False]
+    # the last row's old verdict came from a filter rule, which re-filtering judges afresh
     assert [r["reject_reason"] for r in out] == [None, "finite: fps is nan", "finite: start_s is -inf", None,
-                                                 "frames: 8 < 16"]
+                                                 "finite: fps is nan"]
 
 
 def test_report_draws_markup_in_user_strings_as_text(tmp_path):
