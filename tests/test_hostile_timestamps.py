@@ -11,7 +11,7 @@ import pytest
 
 from hostile_corpus import make_timestamp_corpus
 from lavie.curate.probe import probe
-from lavie.curate.scenes import ScenesStage
+from lavie.curate.scenes import ScenesConfig, ScenesStage
 from lavie.curate.video import clip_frames, iter_frames, read_frames
 
 
@@ -34,13 +34,10 @@ def test_probe_and_seek_agree_with_a_straight_decode(timestamp_files):
 
 
 def test_virtual_clips_start_on_their_first_frame(timestamp_files, tmp_path):
-    stage = ScenesStage(str(tmp_path / "clips"), cut="virtual", min_frames=4)
+    stage = ScenesStage(ScenesConfig(cut="virtual", min_frames=4), str(tmp_path))
     for path in timestamp_files:
-        row = stage.process(str(path), "v", None)
-        assert row["status"] == "ok", (path.name, row["error"])
-        import json
-
-        clips = json.loads(row["clips_json"])
+        clips = stage.process(str(path), "v", None)
+        assert all(c["status"] == "ok" for c in clips), (path.name, clips[0]["error"])
         assert [(c["start_frame"], c["end_frame"]) for c in clips] == [(0, 20), (20, 40)], path.name
         straight = [img for _, img in iter_frames(path, size=(64, 48), seek=False)]
         for clip in clips:
@@ -78,10 +75,11 @@ def test_a_corrupt_middle_loses_only_its_frames_and_is_recorded(tmp_path, cut):
     straight = [img for _, img in iter_frames(path, size=(64, 48), seek=False)]
     assert 30 < len(straight) < 50  # decoding went on past the damage
 
-    row = ScenesStage(str(tmp_path / "clips"), cut=cut, min_frames=4).process(str(path), "v", None)
-    assert row["status"] == "ok", row["error"]
-    assert row["undecodable_frames"] == 50 - len(straight) and "could not be decoded" in row["warnings"]
-    clips = [c for c in json.loads(row["clips_json"]) if c["keep"]]
+    pieces = ScenesStage(ScenesConfig(cut=cut, min_frames=4), str(tmp_path)).process(str(path), "v", None)
+    video = pieces[0]["_video"]  # what the run records of the source itself: its videos row
+    assert video["status"] == "ok", video["error"]
+    assert video["undecodable_frames"] == 50 - len(straight) and "could not be decoded" in video["warnings"]
+    clips = [c for c in pieces if c["keep"]]
     assert sum(c["num_frames"] for c in clips) == len(straight)
     for clip in clips:  # cut to files even in virtual mode: no reader seeks across the damage
         frames = clip_frames(clip["source_path"], clip["clip_path"], clip["start_frame"], clip["num_frames"], 2,
