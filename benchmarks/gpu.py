@@ -17,7 +17,7 @@ as it finishes:
                 peak memory per stage, plain and with CPU offload + VAE slicing
   data_feeding  ClipDataset through a DataLoader with N workers against the base step's demand
   decoder       ClipDataset against torchcodec's VideoDecoder on the same clips (benchmarks/dataloader.py)
-  curation      aesthetic and caption stages as Ray actors with num_gpus=1 (tiny models): placement, clips/s
+  curation      clip (aesthetic) and caption stages as Ray actors with num_gpus=1 (tiny models): placement, clips/s
   nvdec         GPU decoding (torchcodec NVDEC, PyAV *_cuvid) against CPU decoding
   hygiene       an impossible batch is a clear out-of-memory message and memory comes back;
                 a non-finite loss under bf16 skips the step and leaves the weights as they were
@@ -865,30 +865,30 @@ class GpuCheck:
     # -- curation actors on Ray --
 
     def section_curation(self, budget: Budget) -> dict:
-        from lavie.curate.runner import StageSpec, init_ray, map_stages, run_local, shutdown_ray
+        from lavie.curate.registry import get_stage
+        from lavie.curate.runner import StagePlan, run_in_process, run_on_ray, shutdown_ray
 
         models = build_curation_models(self.scratch / "curation-models")
         clips = curation_rows(self.sources(), self.profile["curation"]["clips"])
         rows, notes = [], [f"tiny open_clip + LAION-head and SmolVLM2 models of the real architectures, {clips.num_rows} clips"]
-        if self.cuda:
-            notes.append(init_ray(num_cpus=min(os.cpu_count() or 2, 8)))
-        else:
-            notes.append(f"{NO_CUDA}: num_gpus=1 actors need a GPU; the same stages ran in this process (the runner's run_local)")
+        if not self.cuda:
+            notes.append(f"{NO_CUDA}: num_gpus=1 actors need a GPU; the same stages ran in this process (the runner's run_in_process)")
         try:
             for name, kwargs in models.items():
                 if budget.expired():
                     notes.append(f"{name}: out of time")
                     continue
-                spec = StageSpec(name=name, kwargs=kwargs, concurrency=1, batch_size=max(1, clips.num_rows // 2), num_gpus=1 if self.cuda else 0)
+                cls = get_stage(name)
+                plan = StagePlan(cls, cls.Config(**kwargs), workers=1, batch_size=max(1, clips.num_rows // 2))
                 t0 = time.perf_counter()
-                if self.cuda:
+                if self.cuda:  # the runner asks the cluster for the GPU the stage declares
+                    done = sum(block.num_rows for block in run_on_ray(clips, [plan], num_cpus=min(os.cpu_count() or 2, 8)))
                     placement = stage_placement(name, kwargs, num_gpus=1)
-                    done = sum(block.num_rows for block in map_stages(clips, [spec]))
                 else:
                     placement = "cpu (in process)"
-                    done = sum(block.num_rows for block in run_local(clips, spec))
+                    done = sum(block.num_rows for block in run_in_process(iter([clips]), [plan]))
                 seconds = time.perf_counter() - t0
-                rows.append({"stage": name, "num_gpus": spec.num_gpus, "model_device": placement, "clips": done,
+                rows.append({"stage": name, "num_gpus": cls.resources(plan.config).gpus if self.cuda else 0, "model_device": placement, "clips": done,
                              "seconds": round(seconds, 2), "clips/s": round(done / seconds, 2)})
         finally:
             if self.cuda:
@@ -1186,7 +1186,8 @@ def build_curation_models(root: Path) -> dict[str, dict]:
     head = AestheticHead(32)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(root / "head.safetensors"))
     return {
-        "aesthetic": {"head": str(root / "head.safetensors"), "clip_model": f"local-dir:{root / 'clip'}", "clip_pretrained": None},
+        "clip": {"head": str(root / "head.safetensors"), "clip_model": f"local-dir:{root / 'clip'}", "clip_pretrained": None,
+                 "category": False},
         "caption": {"model": build_tiny_smolvlm(root / "smolvlm"), "frames": 2, "max_new_tokens": 8},
     }
 
@@ -1260,7 +1261,9 @@ def stage_placement(name: str, kwargs: dict, num_gpus: int) -> str:
 
         from lavie.curate.registry import get_stage
 
-        stage = get_stage(stage_name)(**stage_kwargs)
+        cls = get_stage(stage_name)
+        stage = cls(cls.Config(**stage_kwargs))
+        stage.setup()
         devices = set()
         for value in list(vars(stage).values()) + [getattr(v, "model", None) for v in vars(stage).values()]:
             if isinstance(value, _torch.nn.Module):
