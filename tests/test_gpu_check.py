@@ -70,7 +70,7 @@ def test_tiny_run_on_cpu_fills_every_section(tmp_path):
     assert loaders["torchcodec"]["clips/s"] is not None or any("torchcodec not usable" in n for n in sections["decoder"]["notes"])
 
     curated = {r["stage"]: r for r in sections["curation"]["rows"]}
-    assert set(curated) == {"aesthetic", "caption"} and all(r["clips"] == 2 for r in curated.values())
+    assert set(curated) == {"clip", "caption"} and all(r["clips"] == 2 for r in curated.values())
     assert all(r["ok"] in (True, None) for r in sections["hygiene"]["rows"])
     assert [r["check"] for r in sections["hygiene"]["rows"]][1] == "NaN in the input, bf16"
 
