@@ -18,6 +18,7 @@ actor pool for a stage that holds a model).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -49,7 +50,7 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class Stage:
+class Stage(ABC):
     """Base class of every curation stage (see the module docstring for the contract)."""
 
     name: ClassVar[str] = ""
@@ -75,8 +76,9 @@ class Stage:
     def setup(self) -> None:
         """Load what the stage needs, once per worker."""
 
+    @abstractmethod
     def __call__(self, batch: pa.Table) -> pa.Table:
-        raise NotImplementedError(f"stage {self.name!r} defines no __call__")  # pragma: no cover
+        """The batch with this stage's columns added (or, for a flat stage, its output rows)."""
 
 
 class ColumnStage(Stage):
@@ -87,8 +89,9 @@ class ColumnStage(Stage):
     manifest declares it.
     """
 
+    @abstractmethod
     def columns(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray | list]:
-        raise NotImplementedError  # pragma: no cover
+        """One array of values per added column, one value per row, in order."""
 
     def __call__(self, table: pa.Table) -> pa.Table:
         batch = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
