@@ -1,7 +1,7 @@
 """Forward+backward time and peak memory of `VideoUNet` against diffusers' `UNetMotionModel`
 (AnimateDiff's temporal design), both inflated from the same image UNet, same frames and size.
 
-    python benchmarks/unet.py                      # SD 1.4 layout at reduced width, 16 frames, CPU or CUDA
+    python benchmarks/unet.py                      # SD 1.4 layout at width 256, 16 frames, CPU or CUDA
     python benchmarks/unet.py --width 320 --size 40 --frames 16 --device cuda   # SD 1.4 itself, 320x320 px
 
 Times are the fastest of `--repeats` steps, the two models alternating. Peak memory comes from one
@@ -105,7 +105,7 @@ def step_times(args: argparse.Namespace) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--width", type=int, default=64, help="first-level channels (SD 1.4: 320)")
+    p.add_argument("--width", type=int, default=256, help="first-level channels (SD 1.4: 320); 8 heads, so at least 256 for the 32-dim RoPE")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, default=16, help="latent height and width")
     p.add_argument("--batch", type=int, default=1)
