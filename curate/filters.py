@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import model_validator
@@ -214,6 +215,8 @@ RULES: dict[str, tuple[tuple[str, ...], Rule]] = {
 RULE_COLUMNS = {"resolution": ("width", "height"), "aspect": ("width", "height"), "frames": ("num_frames",),
                 "duration": ("start_s", "num_frames"), "motion": ("motion",), "text": ("text_area",),
                 "aesthetic": ("aesthetic",), "caption_words": ("caption_words", "caption")}
+# Further columns a rule's reason text may read (clip_seconds: the span, else frames over rate).
+REASON_COLUMNS = ("end_s", "fps", "kind")
 
 
 def filter_table(table: pa.Table, config: FilterConfig) -> pa.Table:
@@ -232,7 +235,7 @@ def filter_table(table: pa.Table, config: FilterConfig) -> pa.Table:
     judged = pc.invert(pc.or_(error, foreign))
 
     keep = judged
-    reason = pa.nulls(n, pa.string())
+    pieces = []  # (row positions, reason texts) per rule that rejected rows
     for name, (keys, rule) in RULES.items():
         if all(getattr(config, k) is None for k in keys):
             continue
@@ -244,11 +247,28 @@ def filter_table(table: pa.Table, config: FilterConfig) -> pa.Table:
         if not pc.any(hit).as_py():
             continue
         keep = pc.and_(keep, pc.invert(hit))
-        texts = _array(pc.cast(why(table.filter(hit)), pa.string()))
-        reason = pc.replace_with_mask(_array(reason), _array(hit), texts)
+        # The reason text is built from the failing rows of the columns the rule reads alone.
+        needed = [col for col in table.column_names if col in RULE_COLUMNS[name] or col in REASON_COLUMNS]
+        pieces.append((pc.indices_nonzero(hit), why(table.select(needed).filter(hit))))
+    unjudged = pc.invert(judged)
+    if pc.any(unjudged).as_py():  # errors and other stages' verdicts keep their reason
+        pieces.append((pc.indices_nonzero(unjudged), pc.filter(old_reason, unjudged)))
     keep = pc.if_else(judged, keep, pc.if_else(error, False, old_keep))
-    reason = pc.if_else(judged, reason, old_reason)
-    return add_columns(table, {"keep": keep, "reject_reason": reason}, "filter")
+    return add_columns(table, {"keep": keep, "reject_reason": _scatter(n, pieces)}, "filter")
+
+
+def _scatter(n: int, pieces: list) -> pa.Array:
+    """A string column of `n` rows: each piece's texts at its row positions, null elsewhere
+    (one gather, instead of rewriting the whole column once per rule)."""
+    if not pieces:
+        return pa.nulls(n, pa.string())
+    texts = pa.concat_arrays([_array(pc.cast(t, pa.string())) for _, t in pieces])
+    source = np.full(n, -1, dtype=np.int64)
+    start = 0
+    for rows, t in pieces:
+        source[rows.to_numpy()] = np.arange(start, start + len(t))
+        start += len(t)
+    return texts.take(pa.array(source, mask=source < 0))
 
 
 @register_stage("filter")

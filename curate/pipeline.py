@@ -147,13 +147,15 @@ def run_stages(
         raise ValueError("the scenes stage must come first in the stage list")
 
     bar = _progress(progress, label)
+    tallied = False
     try:
         if from_raw:
             _run_from_raw(Path(source), out_dir, config, plans, summary, bar)
         elif plans and runner.needs_ray(plans):
             _run_manifest_on_ray(source, out_dir, config, plans, summary, bar)
         else:
-            _run_manifest_in_process(source, out_dir, plans, bar)
+            _run_manifest_in_process(source, out_dir, plans, bar, summary)
+            tallied = True
     finally:
         if bar is not None:
             bar.close()
@@ -161,7 +163,7 @@ def run_stages(
     for r in records:
         r.placement = summary.placement.get(r.stage, {})
     summary.stages = [asdict(r) for r in records]
-    _count(out_dir, summary)
+    _count(out_dir, summary, clips=not tallied)
     _write_json(out_dir / SUMMARY_FILE, asdict(summary))
     return summary
 
@@ -214,9 +216,13 @@ def _run_manifest_on_ray(source, out_dir: Path, config: CurateConfig, plans, sum
     journal.finish()
 
 
-def _run_manifest_in_process(source, out_dir: Path, plans, bar) -> None:
+def _run_manifest_in_process(source, out_dir: Path, plans, bar, summary: RunSummary) -> None:
     """Cheap stages streamed through this process straight into the manifest (no journal: the
-    whole pass costs less than resuming one would save; the file appears whole or not at all)."""
+    whole pass costs less than resuming one would save; the file appears whole or not at all).
+
+    Reading, the stages and writing overlap: a thread reads ahead and another encodes the
+    Parquet output (both release the GIL in Arrow), while this thread runs the stages and
+    tallies the funnel counts of what it hands to the writer."""
     import uuid
 
     from lavie.curate.manifest import OutputError
@@ -228,52 +234,154 @@ def _run_manifest_in_process(source, out_dir: Path, plans, bar) -> None:
     # the columns, which it does not touch): one pass does for a run of them.
     plans = [p for i, p in enumerate(plans)
              if not (i and p.cls is plans[i - 1].cls and p.name == "filter" and p.config == plans[i - 1].config)]
-    batches = (pa.Table.from_batches([b]) for b in iter_manifest_batches(source, "clips", batch_size=1 << 17))
-    writer = None
+    batches = (pa.Table.from_batches([b])
+               for b in _read_ahead(iter_manifest_batches(source, "clips", batch_size=1 << 17)))
+    writer = _ThreadedWriter(tmp, final)
     try:
         for table in runner.run_in_process(batches, plans):
             table = conform(table, "clips")
-            if writer is None:
-                # The folder paths are measured from (lavie.curate.paths), as every manifest records.
-                writer = pq.ParquetWriter(tmp, with_root(table.schema, final))
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
-            writer.write_table(table)
+            writer.write(table)
+            _tally(table, summary)
             if bar is not None:
                 bar.update(table.num_rows)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, with_root(conform([], "clips").schema, final))
+        if not writer.started:
+            writer.write(conform([], "clips"))
         writer.close()
-        writer = None
         os.replace(tmp, final)
     except OSError as exc:
         raise OutputError(final, exc) from exc
     finally:
-        if writer is not None:
-            writer.close()
+        writer.abort()
         tmp.unlink(missing_ok=True)
 
 
-def _count(out_dir: Path, summary: RunSummary) -> None:
-    """Counts of the written manifests, streamed (the funnel of summary.json)."""
+def _read_ahead(items, depth: int = 2):
+    """`items` produced by a thread `depth` ahead of the consumer; its exceptions re-raised here."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put((item, None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put((None, exc))
+            return
+        q.put((done, None))
+
+    thread = threading.Thread(target=produce, name="lavie-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+class _ThreadedWriter:
+    """A Parquet writer fed through a bounded queue and encoding in a thread of its own.
+
+    The first table fixes the schema (with the manifest's root recorded, lavie.curate.paths);
+    later tables are cast to it. A failure in the thread is raised at the next write or close."""
+
+    def __init__(self, tmp: Path, final: Path, depth: int = 2):
+        import queue
+        import threading
+
+        self.tmp, self.final = tmp, final
+        self.started = False
+        self.schema = None
+        self._queue: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lavie-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            while (table := self._queue.get()) is not None:
+                if writer is None:
+                    writer = pq.ParquetWriter(self.tmp, self.schema)
+                writer.write_table(table)
+        except BaseException as exc:
+            self._error = exc
+            while self._queue.get() is not None:  # drain, so no write() blocks; close() reports it
+                pass
+        finally:
+            if writer is not None:
+                try:
+                    writer.close()
+                except BaseException as exc:
+                    self._error = self._error or exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, table: pa.Table) -> None:
+        self._check()
+        if self.schema is None:
+            self.schema = with_root(table.schema, self.final)
+        elif not table.schema.equals(self.schema):
+            table = table.cast(self.schema)
+        self.started = True
+        self._queue.put(table)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Stop the thread whatever happened (a no-op after close)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
+def _tally(t: pa.Table, summary: RunSummary) -> None:
+    """Add one clips table's rows to the summary's funnel counts."""
     from lavie.curate.filters import clip_seconds
 
-    for batch in iter_manifest_batches(out_dir, "clips", columns=None):
-        t = pa.Table.from_batches([batch])
-        error = pc.fill_null(pc.equal(t.column("status"), STATUS_ERROR), False)
-        keep = pc.fill_null(t.column("keep"), True)
-        kept = pc.and_(pc.invert(error), keep)
-        rejected = pc.and_(pc.invert(error), pc.invert(keep))
-        summary.rows += t.num_rows
-        summary.errors += pc.sum(error).as_py() or 0
-        summary.kept += pc.sum(kept).as_py() or 0
-        seconds = pc.filter(clip_seconds(t), kept)
-        summary.hours_kept += (pc.sum(seconds).as_py() or 0.0) / 3600.0
-        reasons = pc.filter(t.column("reject_reason"), rejected)
-        if len(reasons):
-            kinds = pc.list_element(pc.split_pattern(pc.fill_null(reasons, "unspecified"), ":", max_splits=1), 0)
-            for item in pc.value_counts(kinds).to_pylist():
-                summary.rejected[item["values"]] = summary.rejected.get(item["values"], 0) + item["counts"]
+    error = pc.fill_null(pc.equal(t.column("status"), STATUS_ERROR), False)
+    keep = pc.fill_null(t.column("keep"), True)
+    kept = pc.and_(pc.invert(error), keep)
+    rejected = pc.and_(pc.invert(error), pc.invert(keep))
+    summary.rows += t.num_rows
+    summary.errors += pc.sum(error).as_py() or 0
+    summary.kept += pc.sum(kept).as_py() or 0
+    seconds = pc.filter(clip_seconds(t), kept)
+    summary.hours_kept += (pc.sum(seconds).as_py() or 0.0) / 3600.0
+    reasons = pc.filter(t.column("reject_reason"), rejected)
+    if len(reasons):  # counted per distinct reason first: far fewer than rows
+        for item in pc.value_counts(reasons).to_pylist():
+            kind = "unspecified" if item["values"] is None else item["values"].split(":", 1)[0]
+            summary.rejected[kind] = summary.rejected.get(kind, 0) + item["counts"]
+
+
+def _count(out_dir: Path, summary: RunSummary, clips: bool = True) -> None:
+    """Counts of the written manifests, streamed (the funnel of summary.json); `clips=False`
+    when the run already tallied its clips rows as it wrote them."""
+    if clips:
+        for batch in iter_manifest_batches(out_dir, "clips", columns=None):
+            _tally(pa.Table.from_batches([batch]), summary)
     videos = out_dir / "videos.parquet"
     if videos.is_file():
         status = pq.read_table(videos, columns=["status"]).column("status")

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
@@ -302,3 +303,25 @@ def test_output_filesystem_fails_part_way(tmp_path, small_disk, two_videos, scen
     assert curate_main(["scenes", str(raw), "-o", str(out), "--virtual", "--no-progress"]) == 0
     _check_resumed(out, ids, clips, videos)
     assert all(r["clip_path"] is None for r in pq.read_table(out / "clips.parquet").to_pylist())
+
+
+def test_filter_output_fills_the_disk_one_line_no_partial_file(tmp_path, small_disk, capsys):
+    """The in-process filter writes its manifest from a thread of its own: a disk that fills
+    part-way through still ends the run with one line naming the manifest, and leaves neither a
+    temp file nor a half manifest behind; with room again, the same command finishes."""
+    from lavie.curate.manifest import write_manifest
+
+    rng = np.random.default_rng(0)
+    # Incompressible captions: about 6 MB of output for a 4 MB disk.
+    rows = [{"clip_id": f"c{i}", "video_id": f"v{i // 4}", "kind": "video", "source_path": f"/raw/v{i // 4}.mp4",
+             "status": "ok", "num_frames": 10 + i, "width": 1280, "height": 720 if i % 3 else 360,
+             "fps": 25.0, "caption": rng.bytes(150).hex()} for i in range(20000)]
+    src = write_manifest(rows, tmp_path / "in" / "clips.parquet", "clips")
+    out = small_disk / "out"
+    assert curate_main(["filter", str(src), "-o", str(out), "--cheap-only", "--no-progress"]) == 1
+    line = _error_line(capsys)
+    assert str(out / "clips.parquet") in line and "No space left on device" in line
+    assert not (out / "clips.parquet").exists() and no_temp_files(out) == []
+    out2 = tmp_path / "out"
+    assert curate_main(["filter", str(src), "-o", str(out2), "--cheap-only", "--no-progress"]) == 0
+    assert pq.read_metadata(out2 / "clips.parquet").num_rows == len(rows)
