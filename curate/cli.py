@@ -43,6 +43,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set scenes.min_frames=24 (repeatable)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--workers", type=int, help="parallel workers for CPU stages (default: one per CPU)")
+    p.add_argument("--executor", choices=["auto", "ray", "local"],
+                   help="where stages run: auto (default) splits a raw folder with model-free stages in "
+                        "local processes when no cluster is given, else Ray; ray / local: always that")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -152,7 +155,8 @@ def _config(args: argparse.Namespace, flags: dict[str, str]):
     from lavie.curate.config import load_curate_config
 
     settings = {"distribution.ray_address": getattr(args, "ray_address", None),
-                "distribution.workers": getattr(args, "workers", None)}
+                "distribution.workers": getattr(args, "workers", None),
+                "distribution.executor": getattr(args, "executor", None)}
     settings.update({key: getattr(args, attr, None) for attr, key in flags.items()})
     settings = {k: v for k, v in settings.items() if v is not None}
     return load_curate_config(args.config, list(args.overrides), settings)

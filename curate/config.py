@@ -166,7 +166,10 @@ class ReportConfig(_Section):
 
 class DistributionConfig(_Section):
     ray_address: str | None = None  # also RAY_ADDRESS; unset: a local Ray
-    workers: int | None = None  # CPUs of a local Ray; unset: every CPU
+    workers: int | None = None  # CPUs of a local Ray / processes of a local pool; unset: every CPU
+    # auto: a raw folder split by model-free stages, with no cluster given, runs in a pool of local
+    # processes (no Ray start-up); everything else on Ray. ray / local: always that one.
+    executor: Literal["auto", "ray", "local"] = "auto"
 
 
 # Keys of a stage entry that say how to run it; every other key belongs to the stage's config.

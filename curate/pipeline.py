@@ -187,15 +187,35 @@ def _run_from_raw(raw_dir: Path, out_dir: Path, config: CurateConfig, plans, sum
     if problems:
         journal.write_failed_sources(problems)
     if todo.num_rows:
-        info = runner.RayRun()
-        blocks = runner.run_on_ray(todo, plans, config.distribution.ray_address,
-                                   num_cpus=config.distribution.workers, rows_per_block=1, info=info)
+        dist = config.distribution
+        local = runner.runs_locally(plans, dist.ray_address, dist.executor)
+        if local:
+            workers = max(1, min(dist.workers or os.cpu_count() or 1, todo.num_rows))
+
+            def crashed(row: dict) -> None:  # a source that kills its worker process, twice
+                journal.write_failed_sources([{
+                    "video_id": row["video_id"], "source_path": row["source_path"], "category": row["category"],
+                    "status": STATUS_ERROR, "num_scenes": None, "num_clips": None,
+                    "error": "the worker process died while reading this file (twice); the file is "
+                             "probably damaged in a way that crashes the decoder",
+                    **{k: row.get(k) for k in ("source_signature", "source_change")}}])
+                if bar is not None:
+                    bar.update(1)
+
+            blocks = runner.run_local(todo, plans, workers, on_crash=crashed)
+            summary.where = f"local processes ({workers})"
+            summary.placement = {p.name: {"num_cpus": p.resources.cpus, "processes": workers} for p in plans}
+        else:
+            info = runner.RayRun()
+            blocks = runner.run_on_ray(todo, plans, dist.ray_address, num_cpus=dist.workers,
+                                       rows_per_block=1, info=info)
         for block in blocks:
             n = journal.write(block)
             if bar is not None:
                 bar.update(n)
-        summary.where = info.where
-        summary.placement = info.options
+        if not local:
+            summary.where = info.where
+            summary.placement = info.options
     journal.finish()
 
 

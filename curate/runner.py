@@ -1,7 +1,9 @@
 """The runner: the one module that knows Ray, and where every stage is placed.
 
 A run is one stage list over one input. When every stage is a cheap in-process step (the
-filters), the driver streams the input through them itself and Ray never starts. Otherwise the
+filters), the driver streams the input through them itself and Ray never starts. A raw folder
+split on one machine by stages that hold no model (the scene split) goes to a pool of local
+processes (`run_local`), as Ray's start-up would cost more than the work. Otherwise the
 whole list becomes *one lazy Ray Dataset*: read -> stage -> stage -> ... -> blocks back to the
 driver, which writes them. Each stage is placed from what it declares (`Stage.resources`) and
 what the cluster offers (`ray.cluster_resources()`), never from the driver's own hardware:
@@ -128,6 +130,19 @@ def needs_ray(plans: list[StagePlan]) -> bool:
     return any(not p.resources.in_process for p in plans)
 
 
+def runs_locally(plans: list[StagePlan], address: str | None, executor: str = "auto") -> bool:
+    """Whether a raw-folder run goes to a pool of processes on this machine instead of Ray.
+
+    `auto` does so when there is no cluster to join (no address, no RAY_ADDRESS) and no stage
+    holds a model or asks for a GPU: the scene split of a folder on one machine then starts in
+    well under a second, where a local Ray costs several seconds of start-up and shut-down."""
+    if executor in ("ray", "local"):
+        return executor == "local"
+    if address or os.environ.get("RAY_ADDRESS"):
+        return False
+    return not any(p.resources.holds_model or p.resources.gpus for p in plans)
+
+
 def placement(plan: StagePlan, cluster: dict[str, float]) -> dict:
     """Ray options of a stage: its declared resources, GPUs only where the cluster has them."""
     res = plan.resources
@@ -181,6 +196,139 @@ class _StageActor:
 def _stage_task(table: pa.Table, plan: StagePlan) -> pa.Table:
     """A cheap stage as a stateless task: building it costs nothing."""
     return plan.build()(table)
+
+
+# ----------------------------------------------------------------------------------------------
+# A pool of processes on this machine (no Ray)
+
+_local_stages: list[Stage] | None = None  # the stages, built once inside each pool worker
+
+
+def _local_init(driver: int, plans: bytes) -> None:
+    import pickle
+    import signal
+
+    global _local_stages
+    try:  # whatever ends the driver (SIGKILL included) ends its workers too (Linux: PR_SET_PDEATHSIG)
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != driver:  # the driver died before the line above: nobody is left to serve
+        os._exit(1)
+    # Ctrl-C reaches the whole group: the driver decides. The worker was started with SIGINT
+    # blocked (_submit), so one that came while it started is dropped here, not raised.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # Unpickled only now (it imports the stages' modules): the window before the line above
+    # guards the worker stays short.
+    _local_stages = [p.build() for p in pickle.loads(plans)]
+
+
+def _local_call(table: pa.Table) -> pa.Table:
+    for stage in _local_stages:
+        table = stage(table)
+    return table
+
+
+def _submit(pool, table: pa.Table):
+    """`pool.submit`, with SIGINT blocked while it may start a worker: the worker inherits the
+    mask, so a Ctrl-C during its start-up cannot print a traceback from it."""
+    import signal
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return pool.submit(_local_call, table)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _local_pool(plans: list[StagePlan], size: int):
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    # spawn: the driver holds Arrow's threads, which a forked child must not inherit
+    import pickle
+
+    return cf.ProcessPoolExecutor(size, mp_context=mp.get_context("spawn"), initializer=_local_init,
+                                  initargs=(os.getpid(), pickle.dumps(plans)))
+
+
+def _close_pool(pool, wait: bool = False) -> None:
+    if wait:
+        pool.shutdown(wait=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(5)
+
+
+def run_local(
+    source: pa.Table,
+    plans: list[StagePlan],
+    workers: int | None = None,
+    on_crash=None,
+) -> Iterator[pa.Table]:
+    """The stage list over `source`, one row per call, in a pool of `workers` processes here.
+
+    Finished rows come back as they finish. A worker that dies (a decoder that crashes, the OOM
+    killer) loses nothing: the rows it and its siblings were running are run again, each alone
+    in a fresh process; one that kills that process too is handed to `on_crash(row)` (the
+    caller records it as an error) instead of stopping the run.
+    """
+    import concurrent.futures as cf
+    from collections import deque
+
+    n = source.num_rows
+    if n == 0:
+        return
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    todo = deque(range(n))
+    running: dict = {}
+    pool = _local_pool(plans, workers)
+    clean = False
+    try:
+        while todo or running:
+            while todo and len(running) < 2 * workers:
+                i = todo.popleft()
+                running[_submit(pool, source.slice(i, 1))] = i
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            suspects = []
+            for future in done:
+                i = running.pop(future)
+                try:
+                    result = future.result()
+                except cf.process.BrokenProcessPool:
+                    suspects.append(i)
+                    continue
+                yield result
+            if not suspects:
+                continue
+            suspects.extend(running.values())
+            running.clear()
+            _close_pool(pool)
+            for i in sorted(suspects):
+                row = source.slice(i, 1)
+                log.warning("a worker process died; running %s again on its own",
+                            row.column("source_path")[0].as_py() if "source_path" in row.column_names else f"row {i}")
+                solo = _local_pool(plans, 1)
+                try:
+                    yield _submit(solo, row).result()
+                except cf.process.BrokenProcessPool:
+                    if on_crash is None:
+                        raise
+                    on_crash(row.to_pylist()[0])
+                finally:
+                    _close_pool(solo)
+            pool = _local_pool(plans, workers)
+        clean = True
+    finally:
+        _close_pool(pool, wait=clean)
 
 
 # ----------------------------------------------------------------------------------------------

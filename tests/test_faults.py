@@ -81,7 +81,8 @@ def test_killed_stage_worker_loses_and_duplicates_nothing(tmp_path, samples_dir,
     log = open(tmp_path / "run.log", "w")
     # One actor: the kill is certain to hit the only worker doing the stage.
     proc = subprocess.Popen(
-        [str(CURATE), "scenes", str(samples_dir), "-o", str(out), "--workers", "1", "--no-progress"],
+        [str(CURATE), "scenes", str(samples_dir), "-o", str(out), "--workers", "1", "--no-progress",
+         "--executor", "ray"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
     )
     killed: int | None = None
@@ -112,6 +113,55 @@ def test_killed_stage_worker_loses_and_duplicates_nothing(tmp_path, samples_dir,
     for row in pq.read_table(out / "clips.parquet").to_pylist():
         if row["clip_path"]:
             assert Path(row["clip_path"]).is_file()
+
+
+def _pool_worker_busy(root_pid: int) -> list[psutil.Process]:
+    """Workers of the run's local process pool that are using the CPU (splitting a video)."""
+    try:
+        children = psutil.Process(root_pid).children()
+    except psutil.NoSuchProcess:
+        return []
+    busy = []
+    for child in children:
+        try:
+            if "multiprocessing.spawn" in " ".join(child.cmdline()) and child.cpu_percent(0.05) > 20:
+                busy.append(child)
+        except psutil.Error:
+            continue
+    return busy
+
+
+@pytest.mark.slow
+def test_killed_pool_worker_loses_and_duplicates_nothing(tmp_path, samples_dir, scenes_out):
+    """The pool of local processes: a worker killed while it splits a video costs that video a
+    second run in a fresh process, never a row."""
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen([str(CURATE), "scenes", str(samples_dir), "-o", str(out), "--workers", "2",
+                             "--no-progress"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    killed = None
+    try:
+        while proc.poll() is None and killed is None:
+            for worker in _pool_worker_busy(proc.pid):
+                worker.send_signal(signal.SIGKILL)
+                killed = worker.pid
+                break
+            time.sleep(0.05)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    output = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert killed is not None, "no pool worker was seen splitting a video"
+    assert "a worker process died" in output
+    clips = clip_rows(out)
+    assert len({r["clip_id"] for r in clips}) == len(clips), "duplicate clip rows"
+    assert clips == clip_rows(scenes_out)
+    assert video_rows(out) == video_rows(scenes_out)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Concurrent runs and signals: the output-folder lock, SIGINT/SIGTERM/SIGKILL, a loopback-only Ray.
 
 The signal tests run the real CLI with its own Ray (its session folders in a private
-RAY_TMPDIR, so the test can find exactly its processes) and stop it while the scenes stage runs.
+RAY_TMPDIR, so the test can find exactly its processes) and stop it while the scenes stage runs;
+the same for the pool of local processes a model-free split runs in by default.
 """
 
 from __future__ import annotations
@@ -46,8 +47,31 @@ def ray_tmp():
 
 def _start(raw: Path, out: Path, ray_tmp: Path) -> subprocess.Popen:
     env = dict(os.environ, RAY_TMPDIR=str(ray_tmp))
-    return subprocess.Popen([*CLI, "scenes", str(raw), "-o", str(out), "--virtual", "--no-progress", "--workers", "1"],
+    return subprocess.Popen([*CLI, "scenes", str(raw), "-o", str(out), "--virtual", "--no-progress", "--workers", "1",
+                             "--executor", "ray"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _start_local(raw: Path, out: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen([*CLI, "scenes", str(raw), "-o", str(out), "--virtual", "--no-progress", "--workers", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _pool_workers(proc: subprocess.Popen, timeout: float = 60.0) -> list[int]:
+    """The pids of the local pool's worker processes, once both have started."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+        children = [c for c in psutil.Process(proc.pid).children()
+                    if "multiprocessing.spawn" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
+        if len(children) >= 2:
+            time.sleep(0.5)
+            return [c.pid for c in children]
+        time.sleep(0.1)
+    raise AssertionError("the local pool's workers did not start")
 
 
 def _wait_for_session(proc: subprocess.Popen, ray_tmp: Path, workers: bool = False, timeout: float = 120.0):
@@ -187,3 +211,35 @@ def test_sigkill_of_the_process_group_leaves_no_ray_worker(busy_raw, tmp_path, r
     proc.communicate(timeout=30)
     # Without the watcher, the workers outlive their raylet by about a minute.
     assert _gone_within(pids, 8.0) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_a_local_pool_in_one_line_and_resumes(busy_raw, tmp_path, sig, code):
+    out = tmp_path / "out"
+    proc = _start_local(busy_raw, out)
+    workers = _pool_workers(proc)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C reaches the whole group: the workers leave it to the driver
+    else:
+        proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == code, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"lavie-curate scenes: stopped by {sig.name};")
+    assert _gone_within(workers, 5.0) == []
+    again = subprocess.run([*CLI, "scenes", str(busy_raw), "-o", str(out), "--virtual", "--no-progress"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    videos = pq.read_table(out / "videos.parquet").column("video_id").to_pylist()
+    assert len(videos) == len(set(videos)) == 20
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_alone_ends_its_local_pool(busy_raw, tmp_path):
+    proc = _start_local(busy_raw, tmp_path / "out")
+    workers = _pool_workers(proc)
+    proc.kill()  # the driver only: nothing tells the workers but the kernel
+    proc.communicate(timeout=30)
+    assert _gone_within(workers, 5.0) == []

@@ -59,12 +59,14 @@ def test_a_stage_from_a_test_file_runs_from_yaml(tmp_path, one_video):
     ]}))
     config = load_curate_config(yaml_file)
     summary = run_stages(one_video, tmp_path / "out", config, progress=False)
-    # Exactly the listed stages ran, in order; the scenes flat map and the test stage ran on Ray.
+    # Exactly the listed stages ran, in order; the scenes flat map and the test stage ran in the
+    # local process pool (no cluster given, no model), which imported this file's stage there.
     assert [s["stage"] for s in summary.stages] == ["scenes", "loud_category", "filter"]
     assert all(s["ran"] for s in summary.stages)
     clips = read_manifest(tmp_path / "out").to_pylist()
     assert clips and {c["loud"] for c in clips} == {"TRAVEL?!"}
     assert summary.rows == len(clips) >= 3 and summary.videos == 1
+    assert summary.where.startswith("local processes")
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert [e["stage"] for e in saved["stages"]] == ["scenes", "loud_category", "filter"]
 
@@ -192,3 +194,57 @@ print("HEAVY", heavy)
     assert not any(r.startswith("resolution: short side 360") for r in reasons)  # 360p now passes
     assert any(r.startswith("resolution: short side 192") for r in reasons)  # the rotated phone clip
     assert np.sum(filtered.column("keep").to_numpy(zero_copy_only=False)) > 0
+
+
+class CrashConfig(StageConfig):
+    pass
+
+
+@register_stage("crash_on_marked")
+class CrashOnMarked(ColumnStage):
+    """Kills its own process on rows whose source_path says "crash" (a decoder that segfaults)."""
+
+    Config = CrashConfig
+    RESOURCES = Resources(cpus=1.0)
+
+    def columns(self, batch):
+        if any("crash" in p for p in batch["source_path"]):
+            os.kill(os.getpid(), 9)
+        return {"seen_by": [os.getpid()] * len(batch["source_path"])}
+
+
+def test_local_pool_survives_a_worker_that_dies_and_hands_over_the_culprit():
+    from lavie.curate.runner import run_local
+
+    paths = [f"/v/{i}.mp4" for i in range(7)] + ["/v/crash.mp4"] + [f"/v/{i}.mp4" for i in range(7, 10)]
+    source = pa.table({"source_path": paths, "_order": list(range(len(paths)))})
+    crashed = []
+    plan = StagePlan(CrashOnMarked, CrashConfig())
+    out = list(run_local(source, [plan], workers=2, on_crash=crashed.append))
+    done = sorted(r for t in out for r in t.column("_order").to_pylist())
+    assert done == [i for i in range(len(paths)) if i != 7]  # every other row once, none twice
+    assert [r["source_path"] for r in crashed] == ["/v/crash.mp4"]
+    assert len({p for t in out for p in t.column("seen_by").to_pylist()}) >= 2  # more than one process
+
+
+def test_scenes_without_a_cluster_runs_in_local_processes_and_never_imports_ray(tmp_path, one_video):
+    script = f"""
+import json, sys
+from lavie.curate.cli import main
+assert main(["scenes", {str(one_video)!r}, "-o", {str(tmp_path / 'out')!r}, "--virtual", "--no-progress"]) == 0
+print("RAY", "ray" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "RAY False" in out.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["where"].startswith("local processes") and summary["videos"] == 1
+    forced = subprocess.run([sys.executable, "-m", "lavie.curate.cli", "scenes", str(one_video), "-o",
+                             str(tmp_path / "ray"), "--virtual", "--no-progress", "--executor", "ray"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    again = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert again["where"].startswith("local ray")
+    rows = lambda d: sorted(pq.read_table(d / "clips.parquet").drop(["clip_path"]).to_pylist(), key=lambda r: r["clip_id"])
+    assert rows(tmp_path / "out") == rows(tmp_path / "ray")
