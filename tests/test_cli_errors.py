@@ -39,6 +39,8 @@ class _Tripwire(types.ModuleType):
     """Stands in for a module whose import means expensive work has started."""
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # module metadata (inspect walks sys.modules for __file__): not a use
+            raise AttributeError(name)
         raise AssertionError(f"{self.__name__}.{name} used before the user error was reported")
 
 

@@ -74,22 +74,18 @@ def _busy_stage_workers(root_pid: int) -> list[psutil.Process]:
     return busy
 
 
-@pytest.mark.slow
-def test_killed_stage_worker_loses_and_duplicates_nothing(tmp_path, samples_dir, scenes_out):
-    out = tmp_path / "out"
+def _run_and_kill(tmp_path: Path, args: list[str], busy_workers) -> tuple[int, str, int | None, set[int]]:
+    """Run the CLI with `args`, SIGKILL the first stage worker `busy_workers(pid)` reports, and
+    keep watching; returns (exit status, output, the killed pid, pids seen working after it)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = open(tmp_path / "run.log", "w")
-    # One actor: the kill is certain to hit the only worker doing the stage.
-    proc = subprocess.Popen(
-        [str(CURATE), "scenes", str(samples_dir), "-o", str(out), "--workers", "1", "--no-progress",
-         "--executor", "ray"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
+    proc = subprocess.Popen([str(CURATE), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
     killed: int | None = None
     worked_after_kill: set[int] = set()
     try:
         while proc.poll() is None:
-            for worker in _busy_stage_workers(proc.pid):
+            for worker in busy_workers(proc.pid):
                 if killed is None:
                     worker.send_signal(signal.SIGKILL)
                     killed = worker.pid
@@ -101,8 +97,17 @@ def test_killed_stage_worker_loses_and_duplicates_nothing(tmp_path, samples_dir,
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
-    output = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 0, output[-3000:]
+    return proc.returncode, (tmp_path / "run.log").read_text(), killed, worked_after_kill
+
+
+@pytest.mark.slow
+def test_killed_stage_worker_loses_and_duplicates_nothing(tmp_path, samples_dir, scenes_out):
+    out = tmp_path / "out"
+    # One actor: the kill is certain to hit the only worker doing the stage.
+    code, output, killed, worked_after_kill = _run_and_kill(
+        tmp_path, ["scenes", str(samples_dir), "-o", str(out), "--workers", "1", "--no-progress", "--executor", "ray"],
+        _busy_stage_workers)
+    assert code == 0, output[-3000:]
     assert killed is not None, "no stage worker was seen running a batch"
     assert worked_after_kill, "no restarted worker ran the stage after the kill"
 
@@ -136,26 +141,9 @@ def test_killed_pool_worker_loses_and_duplicates_nothing(tmp_path, samples_dir, 
     """The pool of local processes: a worker killed while it splits a video costs that video a
     second run in a fresh process, never a row."""
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    log = open(tmp_path / "run.log", "w")
-    proc = subprocess.Popen([str(CURATE), "scenes", str(samples_dir), "-o", str(out), "--workers", "2",
-                             "--no-progress"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    killed = None
-    try:
-        while proc.poll() is None and killed is None:
-            for worker in _pool_worker_busy(proc.pid):
-                worker.send_signal(signal.SIGKILL)
-                killed = worker.pid
-                break
-            time.sleep(0.05)
-        proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
-    output = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 0, output[-3000:]
+    code, output, killed, _ = _run_and_kill(
+        tmp_path, ["scenes", str(samples_dir), "-o", str(out), "--workers", "2", "--no-progress"], _pool_worker_busy)
+    assert code == 0, output[-3000:]
     assert killed is not None, "no pool worker was seen splitting a video"
     assert "a worker process died" in output
     clips = clip_rows(out)
