@@ -18,6 +18,14 @@ from lavie.curate.manifest import conform, write_manifest
 from lavie.pipelines.cli import main as sample_main
 from lavie.train.cli import main as train_main
 
+# What the train CLI imports to resolve a stage (the stage modules, with their module-level names
+# from lavie.pipelines.loading) is imported here, before the tripwires: the test is then the same
+# whatever ran before it.
+from lavie.train.stages import get_stage, stage_names  # noqa: E402
+
+for _stage in stage_names():
+    get_stage(_stage)
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs/train/tiny-base.yaml")
 
