@@ -24,7 +24,8 @@ Each command writes Parquet manifests into its output folder and resumes when re
 
 EPILOG = """\
 exit status: 0 done (unreadable or broken videos become rows with status=error);
-1 an output could not be written (disk full, read-only; finished parts are kept, re-run resumes);
+1 an output could not be written (disk full, read-only; finished parts are kept, re-run resumes),
+  or the local worker processes could not start;
 2 usage or configuration error (a missing folder, config file or model, malformed YAML, an
   unknown config key), reported in one line before any work starts;
 3 the output folder is in use by another run (the message names it; a crashed run never holds it);
@@ -359,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except OSError as exc:  # output unwritable or disk full (OutputError): exit 1, re-run resumes
         print(f"lavie-curate {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        from lavie.curate.runner import PoolStartError
+
+        if not isinstance(exc, PoolStartError):
+            raise
+        print(f"lavie-curate {args.command}: error: {exc}", file=sys.stderr)
         return 1
     finally:
         signals.restore()

@@ -232,14 +232,22 @@ def _local_call(table: pa.Table) -> pa.Table:
     return table
 
 
-def _submit(pool, table: pa.Table):
+class PoolStartError(RuntimeError):
+    """The local pool's worker processes die as they start: no file is to blame."""
+
+
+def _ping() -> bool:
+    return True
+
+
+def _submit(pool, fn, *args):
     """`pool.submit`, with SIGINT blocked while it may start a worker: the worker inherits the
     mask, so a Ctrl-C during its start-up cannot print a traceback from it."""
     import signal
 
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        return pool.submit(_local_call, table)
+        return pool.submit(fn, *args)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
@@ -296,7 +304,7 @@ def run_local(
         while todo or running:
             while todo and len(running) < 2 * workers:
                 i = todo.popleft()
-                running[_submit(pool, source.slice(i, 1))] = i
+                running[_submit(pool, _local_call, source.slice(i, 1))] = i
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             suspects = []
             for future in done:
@@ -318,7 +326,14 @@ def run_local(
                             row.column("source_path")[0].as_py() if "source_path" in row.column_names else f"row {i}")
                 solo = _local_pool(plans, 1)
                 try:
-                    yield _submit(solo, row).result()
+                    try:  # a worker that cannot even start is not the file's fault
+                        _submit(solo, _ping).result()
+                    except cf.process.BrokenProcessPool:
+                        raise PoolStartError(
+                            "the local worker processes die as they start (their error is printed above); "
+                            "a script that runs curation must guard its entry point with "
+                            "'if __name__ == \"__main__\":', or run with --executor ray") from None
+                    yield _submit(solo, _local_call, row).result()
                 except cf.process.BrokenProcessPool:
                     if on_crash is None:
                         raise

@@ -248,3 +248,18 @@ print("RAY", "ray" in sys.modules)
     assert again["where"].startswith("local ray")
     rows = lambda d: sorted(pq.read_table(d / "clips.parquet").drop(["clip_path"]).to_pylist(), key=lambda r: r["clip_id"])
     assert rows(tmp_path / "out") == rows(tmp_path / "ray")
+
+
+def test_local_pool_that_cannot_start_is_one_error_not_rows_blamed_on_files(tmp_path, one_video):
+    """Workers that die as they start (here: a script read from stdin, which spawned workers
+    cannot re-import) are the run's problem, not the videos': one line, exit 1, no error rows."""
+    script = (f"import sys\nfrom lavie.curate.cli import main\n"
+              f"sys.exit(main(['scenes', {str(one_video)!r}, '-o', {str(tmp_path / 'out')!r}, '--virtual', "
+              f"'--no-progress']))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 1, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("lavie-curate scenes: error: the local worker processes die as they start")
+    assert "--executor ray" in last
+    assert not (tmp_path / "out" / "videos.parquet").exists()
