@@ -329,7 +329,8 @@ def read_manifest(path: str | os.PathLike, table: str = "clips", columns: list[s
 def iter_manifest_batches(
     path: str | os.PathLike, table: str = "clips", batch_size: int = 65536, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Stream a manifest in record batches (bounded memory for very large manifests).
+    """Stream a manifest in record batches of about `batch_size` rows (a row group of up to twice
+    that comes whole), so memory stays bounded for very large manifests.
 
     Files are read one after the other, each validated first; without `columns`, every batch
     comes conformed to the schema (so parts written by different stages line up).
