@@ -229,6 +229,8 @@ def test_signal_stops_a_local_pool_in_one_line_and_resumes(busy_raw, tmp_path, s
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"lavie-curate scenes: stopped by {sig.name};")
     assert _gone_within(workers, 5.0) == []
+    if sig != signal.SIGINT:
+        return  # the resume is the same after either signal: checked once
     again = subprocess.run([*CLI, "scenes", str(busy_raw), "-o", str(out), "--virtual", "--no-progress"],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
