@@ -64,7 +64,7 @@ def build(args):
     """Both networks with the same weights, and the shared inputs."""
     import torch
 
-    from lavie.model.convert import from_official_checkpoint
+    from lavie.model.convert import from_official_checkpoint, official_key
 
     torch.manual_seed(0)
     official = import_official(args.official_dir).from_config(official_config(args))
@@ -74,11 +74,17 @@ def build(args):
                 p.normal_(0.0, 0.02)  # live temporal outputs, so the comparison covers them
     ours = from_official_checkpoint(official.state_dict(), image_config(args), "base")
     device = torch.device(args.device)
+    ours, official = ours.to(device), official.to(device)
+    # one copy of the weights serves both (the timed process holds two models): our parameters
+    # become views of the official ones, under our names
+    shared = {official_key(k, "base"): v for k, v in official.state_dict().items()}
+    shared.pop(None, None)
+    ours.load_state_dict(shared, assign=True)
     g = torch.Generator().manual_seed(1)
     sample = torch.randn(args.batch, 4, args.frames, args.height, args.width_latent, generator=g).to(device)
     text = torch.randn(args.batch, 77, 768, generator=g).to(device)
     timestep = torch.full((args.batch,), 500, device=device)
-    return {"ours": ours.to(device), "official": official.to(device)}, (sample, timestep, text)
+    return {"ours": ours, "official": official}, (sample, timestep, text)
 
 
 def runner(model, inputs, mode: str, device):
