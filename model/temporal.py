@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.resnet import AlphaBlender, ResnetBlock2D
@@ -59,6 +60,71 @@ def join_video_images(video: torch.Tensor, images: torch.Tensor) -> torch.Tensor
     return video.flatten(0, 1)
 
 
+class VideoGroupNormFunction(torch.autograd.Function):
+    """GroupNorm over (C/G, T, H, W) of a frame-major video (B, T, C, H, W), without transposing it.
+
+    Forward: ATen's per-frame group norm gives each frame's normalised values and statistics in one
+    pass; the video statistics follow from the law of total variance (frames hold equal counts), and
+    one fused scale-and-shift per (frame, channel) turns per-frame into per-video normalisation. A
+    generic reduction over the non-adjacent dims (T, C/G, H, W) is several times slower on CPU.
+    Backward: the analytic GroupNorm gradient from per-channel sums of dy and dy*x, so only the input
+    is kept, as for `F.group_norm`.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        b, t, c, h, w = x.shape
+        frames = x.reshape(b * t, c, h * w)
+        y, frame_mean, frame_rstd = torch.native_group_norm(frames, None, None, b * t, c, h * w, groups, eps)  # y: (B*T, C, HW)
+        frame_mean = frame_mean.view(b, t, groups)
+        frame_rstd = frame_rstd.view(b, t, groups)
+        mean = frame_mean.mean(1, keepdim=True)  # (B, 1, G)
+        # variance + eps of the video: mean over frames of (frame variance + eps) + spread of the frame means
+        rstd = (frame_rstd.pow(-2) + (frame_mean - mean).square()).mean(1, keepdim=True).rsqrt()  # (B, 1, G)
+        scale = (rstd / frame_rstd).repeat_interleave(c // groups, dim=-1)  # (B, T, C)
+        shift = ((frame_mean - mean) * rstd).repeat_interleave(c // groups, dim=-1)
+        if weight is not None:
+            scale = scale * weight
+            shift = torch.addcmul(bias, shift, weight)
+        y = y.view(b, t, c, h * w)
+        out = torch.addcmul(shift[..., None], y, scale[..., None], out=y)  # in place over y
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return out.view(b, t, c, h, w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight, mean, rstd = ctx.saved_tensors
+        b, t, c, h, w = x.shape
+        groups, per_group = ctx.groups, c // ctx.groups
+        n = t * per_group * h * w  # elements per group of a video
+        x = x.reshape(b, t, c, h * w)
+        grad = grad.reshape(b, t, c, h * w)
+        sum_dy = grad.sum(dim=(1, 3))  # (B, C)
+        sum_dy_x = torch.linalg.vecdot(grad, x).sum(1)  # (B, C)
+        mean_c = mean.view(b, groups, 1).expand(-1, -1, per_group).reshape(b, c)  # (B, C)
+        rstd_c = rstd.view(b, groups, 1).expand(-1, -1, per_group).reshape(b, c)
+        sum_dy_xhat = rstd_c * (sum_dy_x - mean_c * sum_dy)  # (B, C): sum of dy * normalised x
+        grad_weight = sum_dy_xhat.sum(0) if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = sum_dy.sum(0) if weight is not None and ctx.needs_input_grad[2] else None
+        if not ctx.needs_input_grad[0]:
+            return None, grad_weight, grad_bias, None, None
+        gain = weight.expand(b, c) if weight is not None else torch.ones_like(rstd_c)  # (B, C)
+        # dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = weight * dy, means over the group,
+        # written as dy * a + x * k + s with per-(video, channel) coefficients a, k, s
+        mean_g = (gain * sum_dy).view(b, groups, per_group).sum(-1) / n  # (B, G)
+        mean_g_xhat = (gain * sum_dy_xhat).view(b, groups, per_group).sum(-1) / n
+        r, m = rstd.view(b, groups), mean.view(b, groups)
+        k = -r * r * mean_g_xhat  # (B, G)
+        s = -k * m - r * mean_g
+        a = (rstd_c * gain)[:, None, :, None]  # (B, 1, C, 1)
+        k = k.repeat_interleave(per_group, dim=-1)[:, None, :, None]
+        s = s.repeat_interleave(per_group, dim=-1)[:, None, :, None]
+        grad_x = torch.addcmul(s, grad, a).addcmul_(x, k)  # (B, T, C, HW)
+        return grad_x.view(b, t, c, h, w), grad_weight, grad_bias, None, None
+
+
 class VideoGroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics span all frames of a video, as LaVie's resnets normalise the 5-D
     tensor (B, C, T, H, W). Image frames of joint training are normalised one by one, exactly as the
@@ -81,20 +147,9 @@ class VideoGroupNorm(nn.GroupNorm):
         return join_video_images(video, images)  # (B*T, C, H, W)
 
     def video_norm(self, video: torch.Tensor) -> torch.Tensor:
-        # statistics over (C/G, T, H, W) of each group straight from the frame-major layout: one pass
-        # for the statistics and one fused scale-and-shift, without transposing the video
-        b, t, c, h, w = video.shape
         x = video.float() if video.dtype in (torch.float16, torch.bfloat16) else video
-        groups = x.unflatten(2, (self.num_groups, c // self.num_groups))  # (B, T, G, C/G, H, W)
-        var, mean = torch.var_mean(groups, dim=(1, 3, 4, 5), correction=0, keepdim=True)  # (B, 1, G, 1, 1, 1)
-        scale = torch.rsqrt(var + self.eps)
-        if self.affine:
-            weight = self.weight.view(1, 1, self.num_groups, -1, 1, 1).to(scale.dtype)
-            scale = scale * weight  # (B, 1, G, C/G, 1, 1)
-        shift = -mean * scale
-        if self.affine:
-            shift = shift + self.bias.view(1, 1, self.num_groups, -1, 1, 1).to(scale.dtype)
-        return torch.addcmul(shift, groups, scale).view(b, t, c, h, w)
+        weight, bias = (self.weight.to(x.dtype), self.bias.to(x.dtype)) if self.affine else (None, None)
+        return VideoGroupNormFunction.apply(x, weight, bias, self.num_groups, self.eps)  # (B, T, C, H, W)
 
 
 def relative_position_bucket(relative_position: torch.Tensor, num_buckets: int = 32, max_distance: int = 32) -> torch.Tensor:
@@ -133,16 +188,23 @@ def apply_partial_rope(x: torch.Tensor, rope_dim: int, theta: float = 10000.0) -
     (channels 2i, 2i+1 by angle t * theta^(-2i/rope_dim)); the other channels pass through.
 
     x: (..., T, head_dim). LaVie shares one 32-dim rotary table between all blocks, so heads of
-    80 or 160 channels keep most channels unrotated.
+    80 or 160 channels keep most channels unrotated. The pairs are read as complex numbers and the
+    whole head is multiplied by unit phases (1 beyond `rope_dim`, which leaves those channels exact):
+    one pass over any strided layout, where rotating a slice and concatenating takes several.
     """
     if rope_dim > x.shape[-1]:
         raise ValueError(f"rotary dim {rope_dim} exceeds the head size {x.shape[-1]}")
-    cos, sin = get_1d_rotary_pos_embed(rope_dim, x.shape[-2], theta=theta, use_real=True, repeat_interleave_real=True)  # (T, rope_dim)
-    rot = x[..., :rope_dim].float()
-    real, imag = rot.unflatten(-1, (-1, 2)).unbind(-1)  # (..., T, rope_dim / 2)
-    turned = torch.stack([-imag, real], dim=-1).flatten(-2)  # each pair (a, b) -> (-b, a)
-    rot = rot * cos.to(x.device) + turned * sin.to(x.device)
-    return torch.cat([rot.to(x.dtype), x[..., rope_dim:]], dim=-1)
+    t, head_dim = x.shape[-2:]
+    span = head_dim - head_dim % 2  # channels read as pairs; an odd head keeps its last channel
+    phases = get_1d_rotary_pos_embed(rope_dim, t, theta=theta, use_real=False)  # (T, rope_dim / 2) complex
+    if rope_dim < span:
+        phases = torch.cat([phases, phases.new_ones(t, (span - rope_dim) // 2)], dim=-1)  # (T, span / 2)
+    real = x[..., :span].float()
+    if real.storage_offset() % 2 or any(stride % 2 for stride in real.stride()[:-1]):
+        real = real.contiguous()  # complex views need even strides (an odd head, an odd slice)
+    pairs = torch.view_as_complex(real.unflatten(-1, (-1, 2)))  # (..., T, span / 2)
+    rotated = torch.view_as_real(pairs * phases.to(x.device)).flatten(-2).to(x.dtype)  # (..., T, span)
+    return rotated if span == head_dim else torch.cat([rotated, x[..., span:]], dim=-1)
 
 
 class TemporalAttention(nn.Module):

@@ -89,6 +89,19 @@ def test_video_group_norm_spans_the_frames_of_a_video_and_leaves_images_alone():
     torch.testing.assert_close(got[:, 3:].flatten(0, 1), expected_images)
 
 
+def test_video_group_norm_gradients_match_the_5d_group_norm():
+    norm = VideoGroupNorm(torch.nn.GroupNorm(4, 8, eps=1e-5), FrameLayout(num_frames=5)).double()
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = (torch.randn(2 * 5, 8, 3, 3, dtype=torch.float64) * 3 + 1).requires_grad_()  # (B*T, C, H, W), off-centre
+    grad = torch.randn(2 * 5, 8, 3, 3, dtype=torch.float64)
+    got = torch.autograd.grad(norm(x), (x, norm.weight, norm.bias), grad)
+    video = x.unflatten(0, (2, 5)).transpose(1, 2)  # (B, C, T, H, W)
+    expected = F.group_norm(video, 4, norm.weight, norm.bias, 1e-5).transpose(1, 2).flatten(0, 1)
+    for g, e in zip(got, torch.autograd.grad(expected, (x, norm.weight, norm.bias), grad)):
+        torch.testing.assert_close(g, e)
+
+
 def test_sparse_causal_attention_against_a_direct_computation():
     from diffusers.models.attention_processor import Attention
 
