@@ -3,30 +3,31 @@
     pip install rotary-embedding-torch einops        # what the released code imports
     python benchmarks/official.py --official-dir PATH/TO/LaVie         # quick check: 16 frames of 16x16 latents
     python benchmarks/official.py --official-dir PATH/TO/LaVie --height 40 --width-latent 64 --device cuda   # the paper's size
-    python benchmarks/official.py --official-dir PATH/TO/LaVie --height 40 --width-latent 64 --passes forward --threads 1
-    python benchmarks/official.py --official-dir PATH/TO/LaVie --height 40 --width-latent 64 --frames 4 --passes forward+backward --threads 1
+    # the paper's size on a 24 GB CPU machine shared with other work, one kind of pass at a time
+    python benchmarks/official.py --official-dir PATH/TO/LaVie --height 40 --width-latent 64 --passes forward --threads 1 --clock cpu
+    python benchmarks/official.py --official-dir PATH/TO/LaVie --height 40 --width-latent 64 --frames 4 --passes forward+backward --threads 1 --clock cpu
 
 `--official-dir` is a checkout of the released repository (github.com/Vchitect/LaVie), supplied by
 the user; its `base/models` package is imported from there and nothing of it is part of this
 toolkit. The official network is built from an SD-1.4-shaped config with random weights (its
 zero-initialised temporal outputs made live), converted with `lavie.model.convert`, and both run
 on the same input with their default settings. Prints the largest output difference relative to
-the output scale, then the forward (no grad) and forward+backward times (fastest of `--repeats`,
-the two implementations alternating in one process, sharing one copy of the weights; wall time, or
-with `--clock cpu` the process's CPU time, which on a CPU shared with other work leaves out the time
-the benchmark waits for a core) and peak
-memory (each in its own process: CUDA `max_memory_allocated`, or on CPU the rise of the peak
-resident set size during the pass, its high-water mark reset after the model is built), with
-ratios ours/official; every result line names the config. Targets: time ratio <= 1/1.2, memory
-ratio <= 0.8, relative difference <= 1e-4.
+the output scale, then the forward (no grad) and forward+backward times and peak memory, with
+ratios ours/official; every result line names the config. Times are the fastest of `--repeats`,
+the two implementations alternating in one process that holds one copy of the weights for both;
+wall time, or with `--clock cpu` the process's CPU time, which on a CPU shared with other work
+leaves out the time the benchmark waits for a core. Peak memory is measured in a fresh process per
+implementation and pass: CUDA `max_memory_allocated`, or on CPU the rise of the peak resident set
+size during the pass, its high-water mark reset after the model is built. Targets: time ratio
+<= 1/1.2, memory ratio <= 0.8, relative difference <= 1e-4.
 
 Sizes. LaVie samples 16 frames of 320x512 pixels, 40x64 latents: 2560 positions per frame, over
 which the released spatial self-attention materialises (frames x heads x 2560 x 2560) score
 matrices where ours runs SDPA. That is the size the targets are about. The default, 16x16 latents,
 is a quick check (minutes on one CPU core) of the output difference and of everything but the
 attention: there convolutions and projections, the same work in both implementations, take more
-than 80% of the forward time, so 1.2x is out of reach there whatever the rest costs. The paper's size needs a
-GPU or patience: on one CPU core the forward pass alone takes about a minute per pass (about 16
+than 80% of the forward time, so 1.2x is out of reach there whatever the rest costs. The paper's
+size needs a GPU or patience: on one CPU core a forward pass takes about a minute (about 16
 minutes for `--passes forward`), and forward+backward at 16 frames holds more than 24 GB (the
 released code keeps every score matrix for backward), so a 24 GB CPU machine runs that pass with
 `--frames 4`.
