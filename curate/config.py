@@ -112,18 +112,24 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     return values
 
 
+def _read_yaml_mapping(path: str | os.PathLike | None) -> dict:
+    """The mapping a YAML config file holds ({} without a file); bad YAML is a one-line ValueError."""
+    if path is None:
+        return {}
+    with open(path) as fh:
+        try:
+            values = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:  # one line: file, line, column and what is wrong
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+            raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping at the top level")
+    return values
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
-    values: dict = {}
-    if path is not None:
-        with open(path) as fh:
-            try:
-                values = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as exc:  # one line: file, line, column and what is wrong
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-                raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping at the top level")
+    values = _read_yaml_mapping(path)
     merged = apply_overrides(values, overrides or [])
     try:
         return from_dict(cls, merged, where=Path(path).name if path else "config")
@@ -280,17 +286,7 @@ def load_curate_config(path: str | os.PathLike | None = None, overrides: list[st
     (`stages.3.workers`). `settings` hold typed values (from command-line flags); overrides are
     text parsed as YAML (`--set key=value`).
     """
-    values: dict = {}
-    if path is not None:
-        with open(path) as fh:
-            try:
-                values = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as exc:  # one line: file, line, column and what is wrong
-                mark = getattr(exc, "problem_mark", None)
-                where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-                raise ValueError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping at the top level")
+    values = _read_yaml_mapping(path)
     pairs = list((settings or {}).items())
     for item in overrides or []:
         if "=" not in item:
