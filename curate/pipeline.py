@@ -140,11 +140,13 @@ def run_stages(
     out_dir = Path(out_dir)
     indices = list(range(len(config.stages))) if indices is None else indices
     plans, records = resolve(config, indices, out_dir, strict)
-    save_curate_config(config, out_dir / "config.yaml")
-    summary = RunSummary(label=label)
     from_raw = bool(plans) and plans[0].cls.flat and plans[0].name == "scenes"
     if any(p.name == "scenes" for p in plans[1:]):
         raise ValueError("the scenes stage must come first in the stage list")
+    if not from_raw:
+        manifest_files(source, "clips")  # a bad manifest is one error before any output or progress
+    save_curate_config(config, out_dir / "config.yaml")
+    summary = RunSummary(label=label)
 
     bar = _progress(progress, label)
     tallied = False

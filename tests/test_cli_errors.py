@@ -35,6 +35,7 @@ def files(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "bad.yaml").write_text("scenes:\n  min_frames: 3\n   detector: [content\n")
     (tmp_path / "a_file").write_text("x")
+    (tmp_path / "bad.parquet").write_text("not parquet")
     rows = [{"clip_id": "c0", "kind": "video", "source_path": "v.mp4", "status": "ok", "keep": True}]
     write_manifest(conform(rows, "clips"), tmp_path / "uncaptioned" / "clips.parquet", "clips")
     run = tmp_path / "earlier-run"
@@ -76,6 +77,7 @@ CASES = [
     ("curate", ["scenes", "{tmp}/nowhere", "-o", "{tmp}/out"], 2, "raw video folder {tmp}/nowhere does not exist"),
     ("curate", ["scenes", "{tmp}/raw"], 2, "the following arguments are required: -o/--out"),
     ("curate", ["run", "{tmp}/raw", "-o", "{tmp}/a_file/out"], 2, "cannot be created or written to"),
+    ("curate", ["filter", "{tmp}/bad.parquet", "-o", "{tmp}/out", "--cheap-only"], 2, "{tmp}/bad.parquet is not a readable Parquet file"),
     ("train", ["--stage", "base", "-c", "{tmp}/bad.yaml"], 2, "line 3, column 12: not valid YAML"),
     ("train", ["--stage", "base", "-c", TINY, "train.max_step=3"], 2, "unknown key train.max_step;"),
     ("train", ["--stage", "base", "-c", TINY, "output_dir={tmp}/new", "data.n_images=0", _sources("{tmp}/missing")], 2,
