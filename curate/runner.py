@@ -19,6 +19,7 @@ what the cluster offers (`ray.cluster_resources()`), never from the driver's own
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -166,6 +167,36 @@ def placement(plan: StagePlan, cluster: dict[str, float]) -> dict:
         options["scheduling_strategy"] = "SPREAD"
     elif plan.workers:
         options["concurrency"] = plan.workers
+    return options
+
+
+READ_CPUS = 0.25  # a task reading one piece of a manifest (Parquet decoding; light)
+
+
+def placements(plans: list[StagePlan], cluster: dict[str, float], reads: bool = False) -> list[dict]:
+    """`placement` of every stage of one run, with the CPU requests fitted to the cluster.
+
+    Every actor of a model stage's pool holds its CPUs for the whole run. Pools that asked for
+    every CPU of the cluster (two model stages on a 2-CPU machine) would leave none for the tasks
+    that feed them (reads, the scene split, the cheap filters), and the run would wait forever.
+    So when the pools and the largest task do not fit together, the actors' requests are scaled
+    down to leave room for that task (and a task asking for more than half the cluster is
+    trimmed to half). Actors then share cores, which costs nothing when they are GPU-bound and
+    little when each runs one thread; the pool sizes stay as asked."""
+    options = [placement(p, cluster) for p in plans]
+    total = float(cluster.get("CPU", 0.0))
+    actors = [o for p, o in zip(plans, options) if p.resources.holds_model]
+    tasks = [o for p, o in zip(plans, options) if not p.resources.holds_model]
+    held = sum(o["num_cpus"] * o["concurrency"] for o in actors)
+    widest = max([o["num_cpus"] for o in tasks] + ([READ_CPUS] if reads else []), default=0.0)
+    if total <= 0 or not actors or held + widest <= total:
+        return options
+    reserve = min(widest, total / 2)
+    share = (total - reserve) / held
+    for o in actors:
+        o["num_cpus"] = math.floor(o["num_cpus"] * share * 1e4) / 1e4  # Ray's resource grain
+    for o in tasks:
+        o["num_cpus"] = min(o["num_cpus"], reserve)
     return options
 
 
@@ -412,7 +443,8 @@ class ManifestSource:
                     tasks.append(ReadTask(lambda p=piece: [source.read_piece(p, done_ref)], meta))
                 return tasks
 
-        return ray.data.read_datasource(_Source(), override_num_blocks=max(1, len(self.pieces)))
+        return ray.data.read_datasource(_Source(), override_num_blocks=max(1, len(self.pieces)),
+                                        num_cpus=READ_CPUS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -461,9 +493,8 @@ def run_on_ray(
     # Blocks leave in input order: each written part then covers one contiguous range of input
     # rows, which is what lets the streamed consolidation restore the input's order.
     ds.context.execution_options.preserve_order = True
-    for plan in plans:
+    for plan, options in zip(plans, placements(plans, cluster, reads=isinstance(source, ManifestSource))):
         _pickle_by_value(plan.cls)
-        options = placement(plan, cluster)
         if info is not None:
             info.where = where
             info.options[plan.name] = dict(options)

@@ -9,6 +9,7 @@ from lavie.curate import runner
 from lavie.curate.filters import RULES, FilterConfig, FilterStage, filter_table
 from lavie.curate.manifest import conform, read_manifest
 from lavie.curate.registry import get_stage
+from lavie.curate.stage import Resources, Stage
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +83,34 @@ def test_through_ray_matches_in_process(scenes_clips):
     on_ray = pa.concat_tables(blocks, promote_options="permissive")
     assert on_ray.column("clip_id").to_pylist() == local.column("clip_id").to_pylist()
     assert on_ray.column("reject_reason").to_pylist() == local.column("reject_reason").to_pylist()
+
+
+class _Tag(Stage):
+    """A stand-in model stage: an actor pool of one CPU per actor that tags the rows it saw."""
+
+    name = "tag"
+    RESOURCES = Resources(cpus=1.0, holds_model=True)
+
+    def __call__(self, batch):
+        return batch.append_column(f"seen_{id(self)}", pa.array([True] * batch.num_rows))
+
+
+@pytest.mark.timeout(240)
+def test_model_pools_that_ask_for_every_cpu_still_leave_room_for_the_tasks(scenes_clips):
+    """Two model stages whose actors ask, together, for every CPU of the cluster, behind a cheap
+    task stage: the actors' requests are fitted so the filter tasks feeding them can run (asked
+    for as declared, this run waits forever for a CPU)."""
+    import ray
+
+    runner.init_ray()
+    cpus = int(ray.cluster_resources()["CPU"])
+    width = max(1, cpus // 2)
+    plans = [runner.StagePlan(FilterStage, FilterConfig(), batch_size=5)] + [
+        runner.StagePlan(_Tag, _Tag.Config(), workers=width, batch_size=5) for _ in range(2)]
+    out = pa.concat_tables(list(runner.run_on_ray(scenes_clips, plans, rows_per_block=5)),
+                           promote_options="permissive")
+    assert out.column("clip_id").to_pylist() == scenes_clips.column("clip_id").to_pylist()
+    assert sum(name.startswith("seen_") for name in out.column_names) >= 2  # rows went through both pools
 
 
 def test_aspect_duration_and_images():
