@@ -171,6 +171,8 @@ def placement(plan: StagePlan, cluster: dict[str, float]) -> dict:
 
 
 READ_CPUS = 0.25  # a task reading one piece of a manifest (Parquet decoding; light)
+MAX_BLOCK_ROWS = 1024  # rows per block of a manifest read, at most
+MODEL_TASKS_IN_FLIGHT = 2  # batches handed to one model actor at a time (running + next)
 
 
 def placements(plans: list[StagePlan], cluster: dict[str, float], reads: bool = False) -> list[dict]:
@@ -200,6 +202,20 @@ def placements(plans: list[StagePlan], cluster: dict[str, float], reads: bool = 
     return options
 
 
+def block_rows(plans: list[StagePlan], total: int, cluster: dict[str, float]) -> int:
+    """Rows per block of a manifest read on Ray.
+
+    A block is the unit Ray Data shares out: a model pool hands each block whole to one actor,
+    and Ray Data merges what a task returns into one block, so a manifest read a row group
+    (up to 128k rows) at a time would give one actor the whole of a small run. Blocks are sized
+    so that every worker gets several (four per CPU or actor), never below the smallest batch
+    of a stage that runs on Ray, and at most `MAX_BLOCK_ROWS`."""
+    on_ray = [p for p in plans if not p.resources.in_process] or plans
+    smallest = min((p.rows_per_batch for p in on_ray), default=MAX_BLOCK_ROWS)
+    width = max([int(cluster.get("CPU", 1))] + [p.workers or 1 for p in plans])
+    return max(1, smallest, min(MAX_BLOCK_ROWS, -(-total // (4 * width))))
+
+
 def _pickle_by_value(cls: type) -> None:
     """A stage defined outside an installed package (a test file, a notebook) travels with its
     code, so Ray workers need not import its module."""
@@ -225,8 +241,15 @@ class _StageActor:
 
 
 def _stage_task(table: pa.Table, plan: StagePlan) -> pa.Table:
-    """A cheap stage as a stateless task: building it costs nothing."""
-    return plan.build()(table)
+    """A cheap stage as a stateless task over one whole block, a batch at a time (building the
+    stage costs nothing). One block in, one block out: the blocks keep the size the source gave
+    them, which is what shares the model stages' work out evenly (see `block_rows`)."""
+    stage = plan.build()
+    step = plan.rows_per_batch
+    if table.num_rows <= step:
+        return stage(table)
+    parts = [stage(table.slice(i, step)) for i in range(0, table.num_rows, step)]
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,7 +405,7 @@ def run_local(
 
 
 class ManifestSource:
-    """A clips manifest as a lazy Ray datasource: one read task per Parquet row group.
+    """A clips manifest as a lazy Ray datasource: one read task per block of a Parquet row group.
 
     Each row gets `_order`, its index in the manifest (from the footers, known before any read),
     and rows whose key is in `done` (a resumed run) are left out where they are read, so the
@@ -392,13 +415,13 @@ class ManifestSource:
     def __init__(self, files: list[str], done: set[str] | None, key: str = "clip_id"):
         import pyarrow.parquet as pq
 
-        self.pieces = []  # (file, row group, first row index, rows)
+        self.groups = []  # (file, row group, index of its first row in the manifest, rows)
         offset = 0
         for f in files:
             meta = pq.ParquetFile(f).metadata
             for g in range(meta.num_row_groups):
                 rows = meta.row_group(g).num_rows
-                self.pieces.append((str(f), g, offset, rows))
+                self.groups.append((str(f), g, offset, rows))
                 offset += rows
         self.total = offset
         self.done = done or set()
@@ -410,11 +433,13 @@ class ManifestSource:
 
         from lavie.curate.manifest import check_values, conform
 
-        f, group, first, rows = piece
+        f, group, first, rows, skip = piece
         from lavie.curate.paths import resolve_paths
 
         pf = pq.ParquetFile(f)
         table = pf.read_row_group(group)
+        if skip or rows < table.num_rows:
+            table = table.slice(skip, rows)
         check_values(table, "clips", where=f)
         table = resolve_paths(table, f, pf.schema_arrow.metadata or {})  # the manifest path rule
         table = conform(table, "clips")
@@ -424,13 +449,19 @@ class ManifestSource:
             table = table.filter(pc.invert(pc.is_in(table.column(self.key), value_set=done)))
         return table
 
-    def dataset(self):
+    def pieces(self, rows_per_block: int) -> list[tuple]:
+        """(file, row group, first row index, rows, rows skipped in the group) per read task."""
+        step = max(1, rows_per_block)
+        return [(f, g, first + k, min(step, rows - k), k)
+                for f, g, first, rows in self.groups for k in range(0, rows, step)]
+
+    def dataset(self, rows_per_block: int = MAX_BLOCK_ROWS):
         import ray
         from ray.data.block import BlockMetadata
         from ray.data.datasource import Datasource, ReadTask
 
         done_ref = ray.put(pa.array(sorted(self.done), pa.string())) if self.done else None
-        source = self
+        source, pieces = self, self.pieces(rows_per_block)
 
         class _Source(Datasource):
             def estimate_inmemory_data_size(self):
@@ -438,12 +469,12 @@ class ManifestSource:
 
             def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
                 tasks = []
-                for piece in source.pieces:
+                for piece in pieces:
                     meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=(piece[0],))
                     tasks.append(ReadTask(lambda p=piece: [source.read_piece(p, done_ref)], meta))
                 return tasks
 
-        return ray.data.read_datasource(_Source(), override_num_blocks=max(1, len(self.pieces)),
+        return ray.data.read_datasource(_Source(), override_num_blocks=max(1, len(pieces)),
                                         num_cpus=READ_CPUS)
 
 
@@ -484,7 +515,7 @@ def run_on_ray(
     if isinstance(source, ManifestSource):
         if source.total == 0:
             return
-        ds = source.dataset()
+        ds = source.dataset(block_rows(plans, source.total, cluster))
     else:
         if source.num_rows == 0:
             return
@@ -498,16 +529,21 @@ def run_on_ray(
         if info is not None:
             info.where = where
             info.options[plan.name] = dict(options)
-        common = dict(batch_size=plan.rows_per_batch, batch_format="pyarrow", zero_copy_batch=True)
+        common = dict(batch_format="pyarrow", zero_copy_batch=True)
         size = options.pop("concurrency", None)
         if plan.resources.holds_model:
             # Ray Data restarts an actor that dies (preemption, OOM) and re-runs its batch;
             # outputs are keyed by clip/video id, so a retry writes the same rows.
-            ds = ds.map_batches(_StageActor, fn_constructor_kwargs={"plan": plan},
-                                compute=ray.data.ActorPoolStrategy(size=size), **common, **options)
+            # A model batch takes seconds: one queued behind the running one hides the hand-over,
+            # and more would pile work on the actor that started first while the others load
+            # their models, leaving them idle at the end of the run.
+            pool = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=MODEL_TASKS_IN_FLIGHT)
+            ds = ds.map_batches(_StageActor, fn_constructor_kwargs={"plan": plan}, compute=pool,
+                                batch_size=plan.rows_per_batch, **common, **options)
         else:
             compute = ray.data.TaskPoolStrategy(size=size) if size else None
-            ds = ds.map_batches(_stage_task, fn_kwargs={"plan": plan}, compute=compute, **common, **options)
+            ds = ds.map_batches(_stage_task, fn_kwargs={"plan": plan}, compute=compute, batch_size=None,
+                                **common, **options)
     try:
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
             yield block

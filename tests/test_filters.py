@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lavie.curate import runner
 from lavie.curate.filters import RULES, FilterConfig, FilterStage, filter_table
-from lavie.curate.manifest import conform, read_manifest
+from lavie.curate.manifest import ORDER_COLUMN, conform, read_manifest, write_manifest
 from lavie.curate.registry import get_stage
 from lavie.curate.stage import Resources, Stage
 
@@ -111,6 +112,43 @@ def test_model_pools_that_ask_for_every_cpu_still_leave_room_for_the_tasks(scene
                            promote_options="permissive")
     assert out.column("clip_id").to_pylist() == scenes_clips.column("clip_id").to_pylist()
     assert sum(name.startswith("seen_") for name in out.column_names) >= 2  # rows went through both pools
+
+
+class _Pid(Stage):
+    """A stand-in model stage that records which actor process handled each row."""
+
+    name = "pid"
+    RESOURCES = Resources(cpus=1.0, holds_model=True)
+    default_batch_size = 4
+
+    def __call__(self, batch):
+        import os
+        import time
+
+        time.sleep(0.25)  # a model's batch takes a while: both actors are up before the work is gone
+        return batch.append_column("pid", pa.array([os.getpid()] * batch.num_rows))
+
+
+def test_a_manifest_of_one_row_group_is_shared_by_the_whole_pool(tmp_path):
+    """A small manifest is one Parquet row group; read as one block it would go whole to one
+    actor. Its reads are cut into blocks so every actor of the pool gets a share, in order."""
+    import ray
+
+    rows = [{"clip_id": f"c{i:03d}", "kind": "video", "source_path": f"v{i}.mp4", "status": "ok", "keep": True}
+            for i in range(96)]
+    path = write_manifest(conform(rows, "clips"), tmp_path / "m" / "clips.parquet", "clips")
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    runner.init_ray()
+    source = runner.ManifestSource([str(path)], done={"c005"})
+    plans = [runner.StagePlan(FilterStage, FilterConfig(min_short_side=None)),
+             runner.StagePlan(_Pid, _Pid.Config(), workers=2)]
+    size = runner.block_rows(plans, source.total, ray.cluster_resources())
+    assert size < 96 // 2  # at least two blocks for two actors (four per CPU where the total allows)
+    out = pa.concat_tables(list(runner.run_on_ray(source, plans)), promote_options="permissive")
+    expected = [r["clip_id"] for r in rows if r["clip_id"] != "c005"]
+    assert out.column("clip_id").to_pylist() == expected
+    assert out.column(ORDER_COLUMN).to_pylist() == [i for i in range(96) if i != 5]
+    assert len(set(out.column("pid").to_pylist())) == 2
 
 
 def test_aspect_duration_and_images():
