@@ -189,7 +189,7 @@ def placements(plans: list[StagePlan], cluster: dict[str, float], reads: bool = 
     total = float(cluster.get("CPU", 0.0))
     actors = [o for p, o in zip(plans, options) if p.resources.holds_model]
     tasks = [o for p, o in zip(plans, options) if not p.resources.holds_model]
-    held = sum(o["num_cpus"] * o["concurrency"] for o in actors)
+    held = sum(o["num_cpus"] * o["concurrency"] for group, o in pools(plans, options) if group[0].resources.holds_model)
     widest = max([o["num_cpus"] for o in tasks] + ([READ_CPUS] if reads else []), default=0.0)
     if total <= 0 or not actors or held + widest <= total:
         return options
@@ -200,6 +200,22 @@ def placements(plans: list[StagePlan], cluster: dict[str, float], reads: bool = 
     for o in tasks:
         o["num_cpus"] = min(o["num_cpus"], reserve)
     return options
+
+
+def pools(plans: list[StagePlan], options: list[dict]) -> list[tuple[list[StagePlan], dict]]:
+    """The run's stages as Ray operators: model stages that follow each other with the same
+    options (resources, pool size) share one actor pool, each actor loading all of their models.
+
+    The CLIP scorer and the captioner of a default run then live in one process per worker
+    instead of two: half the processes to start and import torch in, no idle actor holding a
+    core's share while the other stage works, and no hand-over of each block between them."""
+    out: list[tuple[list[StagePlan], dict]] = []
+    for plan, opts in zip(plans, options):
+        if out and plan.resources.holds_model and out[-1][0][-1].resources.holds_model and out[-1][1] == opts:
+            out[-1][0].append(plan)
+        else:
+            out.append(([plan], opts))
+    return out
 
 
 def block_rows(plans: list[StagePlan], total: int, cluster: dict[str, float]) -> int:
@@ -230,26 +246,31 @@ def _pickle_by_value(cls: type) -> None:
         pass
 
 
-class _StageActor:
-    """A model stage inside its actor: built (model loaded) once, then called per batch."""
+def _in_batches(stage: Stage, table: pa.Table, step: int) -> pa.Table:
+    if table.num_rows <= step:
+        return stage(table)
+    parts = [stage(table.slice(i, step)) for i in range(0, table.num_rows, step)]
+    return pa.concat_tables(parts, promote_options="permissive")
 
-    def __init__(self, plan: StagePlan):
-        self.stage = plan.build()
+
+class _StageActor:
+    """Model stages inside their actor: built (models loaded) once, then called per batch, each
+    stage on batches of its own size."""
+
+    def __init__(self, plans: list[StagePlan]):
+        self.stages = [(p.build(), p.rows_per_batch) for p in plans]
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        return self.stage(table)
+        for stage, step in self.stages:
+            table = _in_batches(stage, table, step)
+        return table
 
 
 def _stage_task(table: pa.Table, plan: StagePlan) -> pa.Table:
     """A cheap stage as a stateless task over one whole block, a batch at a time (building the
     stage costs nothing). One block in, one block out: the blocks keep the size the source gave
     them, which is what shares the model stages' work out evenly (see `block_rows`)."""
-    stage = plan.build()
-    step = plan.rows_per_batch
-    if table.num_rows <= step:
-        return stage(table)
-    parts = [stage(table.slice(i, step)) for i in range(0, table.num_rows, step)]
-    return pa.concat_tables(parts, promote_options="permissive")
+    return _in_batches(plan.build(), table, plan.rows_per_batch)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,11 +545,15 @@ def run_on_ray(
     # Blocks leave in input order: each written part then covers one contiguous range of input
     # rows, which is what lets the streamed consolidation restore the input's order.
     ds.context.execution_options.preserve_order = True
-    for plan, options in zip(plans, placements(plans, cluster, reads=isinstance(source, ManifestSource))):
-        _pickle_by_value(plan.cls)
-        if info is not None:
-            info.where = where
-            info.options[plan.name] = dict(options)
+    options = placements(plans, cluster, reads=isinstance(source, ManifestSource))
+    for group, options in pools(plans, options):
+        plan = group[0]
+        for member in group:
+            _pickle_by_value(member.cls)
+            if info is not None:
+                info.where = where
+                info.options[member.name] = dict(options)
+        options = dict(options)
         common = dict(batch_format="pyarrow", zero_copy_batch=True)
         size = options.pop("concurrency", None)
         if plan.resources.holds_model:
@@ -538,7 +563,7 @@ def run_on_ray(
             # and more would pile work on the actor that started first while the others load
             # their models, leaving them idle at the end of the run.
             pool = ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=MODEL_TASKS_IN_FLIGHT)
-            ds = ds.map_batches(_StageActor, fn_constructor_kwargs={"plan": plan}, compute=pool,
+            ds = ds.map_batches(_StageActor, fn_constructor_kwargs={"plans": group}, compute=pool,
                                 batch_size=plan.rows_per_batch, **common, **options)
         else:
             compute = ray.data.TaskPoolStrategy(size=size) if size else None

@@ -106,8 +106,10 @@ def test_model_pools_that_ask_for_every_cpu_still_leave_room_for_the_tasks(scene
     runner.init_ray()
     cpus = int(ray.cluster_resources()["CPU"])
     width = max(1, cpus // 2)
-    plans = [runner.StagePlan(FilterStage, FilterConfig(), batch_size=5)] + [
-        runner.StagePlan(_Tag, _Tag.Config(), workers=width, batch_size=5) for _ in range(2)]
+    # A filter between the two keeps them two pools (model stages in a row would share one).
+    cheap = runner.StagePlan(FilterStage, FilterConfig(), batch_size=5)
+    tag = runner.StagePlan(_Tag, _Tag.Config(), workers=width, batch_size=5)
+    plans = [cheap, tag, cheap, tag]
     out = pa.concat_tables(list(runner.run_on_ray(scenes_clips, plans, rows_per_block=5)),
                            promote_options="permissive")
     assert out.column("clip_id").to_pylist() == scenes_clips.column("clip_id").to_pylist()

@@ -141,26 +141,30 @@ def test_gpus_are_asked_for_from_what_the_cluster_offers(monkeypatch):
 
 
 def test_model_pools_are_fitted_beside_the_tasks_that_feed_them():
-    from lavie.curate.runner import placements
+    from lavie.curate.runner import placements, pools
 
     filt = StagePlan(get_stage("filter"), FilterConfig())
     clip = StagePlan(get_stage("clip"), get_stage("clip").Config())
     caption = StagePlan(get_stage("caption"), get_stage("caption").Config())
-    # Room to spare: every request as declared.
+    # Room to spare: every request as declared; the two model stages in a row share one pool.
     roomy = placements([filt, clip, caption], {"CPU": 8.0})
     assert [o["num_cpus"] for o in roomy] == [0.25, 1.0, 1.0]
-    # Two 1-CPU actors on 2 CPUs would leave the filter's tasks none.
-    tight = placements([filt, clip, caption], {"CPU": 2.0}, reads=True)
-    assert tight[0]["num_cpus"] == 0.25 and tight[1]["num_cpus"] == tight[2]["num_cpus"] == 0.875
-    assert [o["concurrency"] for o in tight[1:]] == [1, 1]
+    assert [[p.name for p in group] for group, _ in pools([filt, clip, caption], roomy)] == [["filter"], ["clip", "caption"]]
+    # Two 1-CPU pools on 2 CPUs would leave the filter's tasks none.
+    plans = [filt, clip, filt, caption]
+    tight = placements(plans, {"CPU": 2.0}, reads=True)
+    assert len(pools(plans, tight)) == 4
+    assert tight[0]["num_cpus"] == 0.25 and tight[1]["num_cpus"] == tight[3]["num_cpus"] == 0.875
+    assert [tight[1]["concurrency"], tight[3]["concurrency"]] == [1, 1]
     # A task asking for a whole CPU on a 1-CPU cluster gets half, the actor the other half.
     scenes = StagePlan(get_stage("scenes"), get_stage("scenes").Config())
     one = placements([scenes, clip], {"CPU": 1.0})
     assert one[0]["num_cpus"] == 0.5 and one[1]["num_cpus"] == 0.5
     # GPU actors are fitted on CPUs too; their GPU requests are untouched.
-    on_gpus = placements([scenes, clip, caption], {"CPU": 2.0, "GPU": 1.0})
-    assert [o["num_gpus"] for o in on_gpus[1:]] == [1.0, 1.0]
-    assert sum(o["num_cpus"] for o in on_gpus[1:]) + on_gpus[0]["num_cpus"] <= 2.0
+    plans = [scenes, clip, filt, caption]
+    on_gpus = placements(plans, {"CPU": 2.0, "GPU": 1.0})
+    assert [on_gpus[1]["num_gpus"], on_gpus[3]["num_gpus"]] == [1.0, 1.0]
+    assert on_gpus[0]["num_cpus"] + on_gpus[1]["num_cpus"] + on_gpus[3]["num_cpus"] <= 2.0
 
 
 def _rows(**columns) -> pa.Table:
