@@ -143,8 +143,8 @@ def run_stages(
     from_raw = bool(plans) and plans[0].cls.flat and plans[0].name == "scenes"
     if any(p.name == "scenes" for p in plans[1:]):
         raise ValueError("the scenes stage must come first in the stage list")
-    if not from_raw:
-        manifest_files(source, "clips")  # a bad manifest is one error before any output or progress
+    # A bad manifest is one error before any output or progress.
+    files = None if from_raw else [str(f) for f in manifest_files(source, "clips")]
     save_curate_config(config, out_dir / "config.yaml")
     summary = RunSummary(label=label)
 
@@ -154,7 +154,7 @@ def run_stages(
         if from_raw:
             _run_from_raw(Path(source), out_dir, config, plans, summary, bar)
         elif plans and runner.needs_ray(plans):
-            _run_manifest_on_ray(source, out_dir, config, plans, summary, bar)
+            _run_manifest_on_ray(files, out_dir, config, plans, summary, bar)
         else:
             _run_manifest_in_process(source, out_dir, plans, bar, summary)
             tallied = True
@@ -221,11 +221,11 @@ def _run_from_raw(raw_dir: Path, out_dir: Path, config: CurateConfig, plans, sum
     journal.finish()
 
 
-def _run_manifest_on_ray(source, out_dir: Path, config: CurateConfig, plans, summary: RunSummary, bar) -> None:
+def _run_manifest_on_ray(files: list[str], out_dir: Path, config: CurateConfig, plans, summary: RunSummary,
+                         bar) -> None:
     journal = RunJournal(out_dir, videos=False)
     done = journal.done_clips()
     summary.skipped_done = len(done)
-    files = [str(f) for f in manifest_files(source, "clips")]
     info = runner.RayRun()
     blocks = runner.run_on_ray(runner.ManifestSource(files, done), plans, config.distribution.ray_address,
                                num_cpus=config.distribution.workers, info=info)

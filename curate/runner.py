@@ -18,6 +18,7 @@ what the cluster offers (`ray.cluster_resources()`), never from the driver's own
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -330,10 +331,9 @@ def _submit(pool, fn, *args):
 def _local_pool(plans: list[StagePlan], size: int):
     import concurrent.futures as cf
     import multiprocessing as mp
-
-    # spawn: the driver holds Arrow's threads, which a forked child must not inherit
     import pickle
 
+    # spawn: the driver holds Arrow's threads, which a forked child must not inherit
     return cf.ProcessPoolExecutor(size, mp_context=mp.get_context("spawn"), initializer=_local_init,
                                   initargs=(os.getpid(), pickle.dumps(plans)))
 
@@ -425,6 +425,19 @@ def run_local(
 # Inputs
 
 
+@functools.lru_cache(maxsize=1)
+def _row_group(path: str, group: int, mtime_ns: int, size: int) -> tuple[pa.Table, dict]:
+    """One row group of a Parquet file and the file's schema metadata, kept for the next read.
+
+    A row group (up to 128k rows) is cut into many blocks, and a read worker mostly gets them one
+    after the other: it decodes the group once instead of once per block. The file's change time
+    and size are part of the key, so a file rewritten between runs is read afresh."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    return pf.read_row_group(group), pf.schema_arrow.metadata or {}
+
+
 class ManifestSource:
     """A clips manifest as a lazy Ray datasource: one read task per block of a Parquet row group.
 
@@ -449,20 +462,18 @@ class ManifestSource:
         self.key = key
 
     def read_piece(self, piece, done_ref) -> pa.Table:
-        import pyarrow.parquet as pq
         import ray
 
         from lavie.curate.manifest import check_values, conform
-
-        f, group, first, rows, skip = piece
         from lavie.curate.paths import resolve_paths
 
-        pf = pq.ParquetFile(f)
-        table = pf.read_row_group(group)
+        f, group, first, rows, skip = piece
+        stat = os.stat(f)
+        table, metadata = _row_group(f, group, stat.st_mtime_ns, stat.st_size)
         if skip or rows < table.num_rows:
             table = table.slice(skip, rows)
         check_values(table, "clips", where=f)
-        table = resolve_paths(table, f, pf.schema_arrow.metadata or {})  # the manifest path rule
+        table = resolve_paths(table, f, metadata)  # the manifest path rule
         table = conform(table, "clips")
         table = table.append_column(ORDER_COLUMN, pa.array(range(first, first + rows), pa.int64()))
         done = ray.get(done_ref) if done_ref is not None else None
@@ -545,13 +556,14 @@ def run_on_ray(
     # Blocks leave in input order: each written part then covers one contiguous range of input
     # rows, which is what lets the streamed consolidation restore the input's order.
     ds.context.execution_options.preserve_order = True
+    if info is not None:
+        info.where = where
     options = placements(plans, cluster, reads=isinstance(source, ManifestSource))
     for group, options in pools(plans, options):
         plan = group[0]
         for member in group:
             _pickle_by_value(member.cls)
             if info is not None:
-                info.where = where
                 info.options[member.name] = dict(options)
         options = dict(options)
         common = dict(batch_format="pyarrow", zero_copy_batch=True)
